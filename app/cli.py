@@ -1,0 +1,103 @@
+"""The `holoburn` command."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+STACK_BYTES = 32 * 1024 * 1024  # Holoscan warns below 32 MiB of stack
+
+
+def _ensure_stack() -> None:
+    """Holoscan wants a 32 MiB stack; raise the soft limit and restart once if it is lower.
+
+    The limit is read when a process starts, so it has to be set before this process is begun
+    anew (threads created later take their stack size from it).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY or soft >= STACK_BYTES or os.environ.get("HOLOBURN_STACK_RAISED"):
+        return
+    target = STACK_BYTES if hard == resource.RLIM_INFINITY else min(STACK_BYTES, hard)
+    if target <= soft:
+        return
+    resource.setrlimit(resource.RLIMIT_STACK, (target, hard))
+    os.environ["HOLOBURN_STACK_RAISED"] = "1"
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "holoburn.app.cli", *sys.argv[1:]])
+
+
+def _quiet_holoscan() -> None:
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*stack size.*")
+
+
+# subcommand -> (module under holoburn, adder, runner, help)
+SUBCOMMANDS = {
+    "demo": ("app.run", "add_demo_arguments", "run_demo", "replay the bundled sample burn video end to end"),
+    "run": ("app.run", "add_run_arguments", "run_run", "segment a video and write overlay, results and summary"),
+    "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
+    "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
+    "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
+}
+GRAPH_COMMANDS = {"demo", "run", "bench", "validate"}
+
+
+class UserError(Exception):
+    """An error a user can fix; printed without a traceback."""
+
+
+def _user_errors() -> tuple:
+    from ..engines.backend import BackendUnavailable
+    from ..engines.card import ModelCardError
+    from ..media.video import VideoError
+    from .config import ConfigError
+
+    return (UserError, VideoError, ModelCardError, BackendUnavailable, ConfigError, FileNotFoundError, ValueError)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands are listed; only `command`'s module is imported to add its options,
+    so `holoburn run` never pays for importing PyTorch."""
+    parser = argparse.ArgumentParser(
+        prog="holoburn",
+        description="Burn-depth segmentation on Holoscan. Decision support only; not for diagnosis.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, adder, runner, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            getattr(importlib.import_module(f"holoburn.{module}"), adder)(p)
+        p.set_defaults(_runner=(module, runner))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in GRAPH_COMMANDS:
+        _ensure_stack()
+    _quiet_holoscan()
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    module, runner = args._runner
+    try:
+        return int(getattr(importlib.import_module(f"holoburn.{module}"), runner)(args) or 0)
+    except _user_errors() as exc:
+        print(f"holoburn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("holoburn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""`holoburn run` and `holoburn demo`: replay a video through the pipeline."""
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from .config import load_config
+from .progress import Progress
+
+SAMPLE = "burn_sample"
+
+
+def sample_video() -> Path:
+    """The bundled sample: a synthetic burn video with its ground-truth masks beside it."""
+    return Path(str(resources.files("holoburn.media").joinpath("samples", SAMPLE, "frames.mp4")))
+
+
+def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
+    p.add_argument("--out", default=out_default, required=out_default is None, help="output directory")
+    p.add_argument("--config", help="YAML file merged over the defaults (or a bundled preset name)")
+    p.add_argument("--backend", help="auto | onnxruntime | torch | tensorrt | tensorrt-rtx")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--model", help="model card YAML (default: the shipped burn_unet_v1)")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--save-masks", metavar="DIR", help="also write each predicted mask as an 8-bit PNG")
+    p.add_argument("--body-region", help="named body region in view (rule of nines), for %%TBSA")
+    p.add_argument("--lane", help="lane of this source: EMERGENCY | URGENT | ROUTINE | BATCH_SCREENING")
+    p.add_argument("--realtime", action="store_true", default=None, help="pace frames as a camera would")
+
+
+def add_run_arguments(p):
+    p.add_argument("--source", required=True, help="KIND:LOCATION, e.g. video:burns.mp4")
+    _common(p, None)
+
+
+def add_demo_arguments(p):
+    _common(p, "holoburn-demo")
+
+
+def _config(args, location: str) -> dict:
+    return load_config(args.config, {
+        "source.location": location,
+        "source.max_frames": args.max_frames,
+        "source.body_region": args.body_region,
+        "source.lane": args.lane,
+        "source.realtime": args.realtime,
+        "inference.backend": args.backend,
+        "inference.precision": args.precision,
+        "inference.model": args.model,
+        "results.save_masks": args.save_masks,
+    })
+
+
+def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, label="frames") -> dict:
+    """Plan and run the graph with a progress bar; the one way every command replays a source."""
+    from .pipeline import plan_run, run_pipeline
+
+    plan = plan_run(config, out_dir, observers=observers, keep_logits=keep_logits)
+    total = plan.reader.frame_count or None
+    if config["source"]["max_frames"]:
+        total = min(total or config["source"]["max_frames"], config["source"]["max_frames"])
+    plan.progress = Progress(label, total)
+    print(f"holoburn: {plan.source_id} -> {out_dir} | model {plan.card.model_id} | "
+          f"backend {plan.backend.name} ({plan.backend.precision}, {plan.backend.device})")
+    return run_pipeline(plan)
+
+
+def print_summary(summary: dict, out_dir: Path) -> None:
+    lat = summary["latency_ms"]
+    dropped = ", ".join(f"{k}: {v}" for k, v in summary["dropped"].items()) or "none"
+    rows = [
+        ("frames in", summary["frames_in"]),
+        ("processed", summary["processed"]),
+        ("dropped", dropped),
+        ("backend", f"{summary['backend']} {summary['backend_version']} ({summary['precision']}, {summary['device']})"),
+        ("model", summary["model_id"]),
+        ("throughput", f"{summary['fps']} frames/s over {summary['wall_s']} s"),
+        ("latency p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms"),
+        ("triage levels", ", ".join(f"{k}: {v}" for k, v in sorted(summary["triage_levels"].items())) or "none"),
+        ("results", out_dir / "results.jsonl"),
+        ("overlay video", out_dir / "overlay.mp4"),
+        ("summary", out_dir / "summary.json"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print()
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+    print("\n  decision support only: the model is a synthetic-data demonstration, not for clinical use")
+
+
+def _replay_and_report(args, location: str) -> int:
+    out_dir = Path(args.out)
+    summary = replay(_config(args, location), out_dir)
+    print_summary(summary, out_dir)
+    return 0
+
+
+def run_run(args) -> int:
+    return _replay_and_report(args, args.source)
+
+
+def run_demo(args) -> int:
+    video = sample_video()
+    if not video.is_file():
+        raise FileNotFoundError(f"bundled sample video missing: {video} (reinstall holoburn)")
+    return _replay_and_report(args, f"video:{video}")

@@ -1,0 +1,89 @@
+"""Burn-severity overlay: tint each burn depth with its colour, draw the legend and the numbers.
+
+`tint` works on NumPy and CuPy arrays alike; `annotate` draws text with OpenCV on the CPU (on the
+GPU path Holoviz draws the legend and numbers itself).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, TINTED
+
+
+def _xp(x):
+    if type(x).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    return np
+
+
+def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
+    """Blend class colours into the frame where the mask shows burn.
+
+    frame_rgb: (H, W, 3) uint8; mask: (H, W) uint8 class indices. Returns (H, W, 3) uint8.
+    """
+    xp = _xp(frame_rgb)
+    colours = xp.asarray(CLASS_COLOURS_RGB, dtype=xp.float32)
+    weight = xp.asarray(TINTED, dtype=xp.float32)[mask] * alpha  # (H, W)
+    blended = frame_rgb * (1.0 - weight[..., None]) + colours[mask] * weight[..., None]
+    if out is None:
+        out = xp.empty_like(frame_rgb)
+    out[...] = xp.clip(blended + 0.5, 0, 255).astype(xp.uint8)
+    return out
+
+
+def _outline(mask) -> np.ndarray:
+    """Boolean (H, W): pixels on the edge of a burn region of any depth."""
+    burn = np.isin(mask, BURN_CLASSES).astype(np.uint8)
+    return cv2.morphologyEx(burn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+
+
+def summary_lines(result: dict) -> list[str]:
+    """Short text lines for the overlay from one frame's findings and triage."""
+    share = result.get("burn_share_of_skin")
+    lines = [f"burn: {share * 100:.1f}% of visible skin" if share is not None else "no skin in view"]
+    if result.get("tbsa_pct") is not None:
+        lines.append(f"est. TBSA (partial+full): {result['tbsa_pct']:.1f}%")
+    triage = result.get("triage") or {}
+    if triage:
+        flags = ", ".join(f.replace("_", " ") for f in triage.get("flags", ()))
+        lines.append(f"triage: {triage.get('level', '?').upper()}" + (f" ({flags})" if flags else ""))
+        lines.append(triage.get("note", ""))
+    return lines
+
+
+def annotate(image_rgb: np.ndarray, mask: np.ndarray, lines: list[str], lane: str = "") -> np.ndarray:
+    """Draw burn outlines, the colour legend and the text lines onto a tinted CPU frame (in place)."""
+    image_rgb[_outline(mask)] = (255, 255, 255)
+    height, width = image_rgb.shape[:2]
+    scale = max(0.35, min(1.0, width / 1400))
+    step = int(22 * scale / 0.6)
+    y = step
+    for cls in BURN_CLASSES:
+        colour = tuple(int(c) for c in CLASS_COLOURS_RGB[cls])
+        cv2.rectangle(image_rgb, (8, y - int(step * 0.7)), (8 + int(step * 0.7), y), colour, -1)
+        _text(image_rgb, LABELS[CLASS_NAMES[cls]], (14 + int(step * 0.7), y), scale)
+        y += step
+    y = height - 8 - step * (len(lines) - 1)
+    for line in lines:
+        _text(image_rgb, line, (8, y), scale)
+        y += step
+    if lane:
+        _text(image_rgb, lane, (width - int(150 * scale / 0.6), step), scale)
+    return image_rgb
+
+
+def _text(image, text, origin, scale):
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def no_signal(height: int, width: int, message: str = "NO SIGNAL") -> np.ndarray:
+    """A grey frame saying the source has no picture (e.g. a camera was unplugged)."""
+    image = np.full((height, width, 3), 40, np.uint8)
+    scale = max(0.6, width / 640)
+    size = cv2.getTextSize(message, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)[0]
+    _text(image, message, ((width - size[0]) // 2, (height + size[1]) // 2), scale)
+    return image

@@ -1,0 +1,96 @@
+"""Triage: burn-centre referral flags from findings, and the priority lane of each source.
+
+Referral flags follow the image-derivable American Burn Association criteria: any
+full-thickness burn, partial-thickness burn over 10 % TBSA, a special body region. They are
+decision support: a clinician decides.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from .burn_size import SPECIAL_REGIONS
+
+DECISION_SUPPORT_NOTE = "decision support only; a clinician decides"
+
+
+class Lane(enum.IntEnum):
+    """Priority lanes, most urgent first (lower value = served first)."""
+
+    EMERGENCY = 0
+    URGENT = 1
+    ROUTINE = 2
+    BATCH_SCREENING = 3
+
+    @classmethod
+    def parse(cls, name: str) -> "Lane":
+        try:
+            return cls[str(name).upper()]
+        except KeyError:
+            raise ValueError(f"unknown lane {name!r}; choose one of {', '.join(l.name for l in cls)}") from None
+
+
+@dataclass(frozen=True)
+class TriagePolicy:
+    partial_tbsa_threshold_pct: float = 10.0  # ABA: partial-thickness burn over 10 % TBSA
+    # share of visible skin a class must cover before it counts as present (ignores speckle)
+    min_share_of_skin: float = 0.002
+
+
+def referral_flags(findings: dict, *, body_region: str | None = None, policy: TriagePolicy = TriagePolicy()) -> list[str]:
+    """Image-derived burn-centre referral criteria met by one frame's findings."""
+    pixels = findings["pixels"]
+    skin = sum(v for k, v in pixels.items() if k != "background")
+    flags = []
+    if skin and pixels["full_thickness"] / skin >= policy.min_share_of_skin:
+        flags.append("full_thickness_present")
+    tbsa = findings.get("tbsa_pct")
+    if tbsa is not None and tbsa > policy.partial_tbsa_threshold_pct:
+        flags.append("partial_thickness_tbsa_over_threshold")
+    burned = sum(pixels[k] for k in ("superficial", "superficial_partial", "deep_partial", "full_thickness"))
+    if body_region in SPECIAL_REGIONS and skin and burned / skin >= policy.min_share_of_skin:
+        flags.append("special_region")
+    return flags
+
+
+def triage_level(findings: dict, *, body_region: str | None = None, policy: TriagePolicy = TriagePolicy()) -> dict:
+    """`refer` when a referral criterion is met, `assess` for other visible burn, `none` otherwise."""
+    flags = referral_flags(findings, body_region=body_region, policy=policy)
+    share = findings.get("burn_share_of_skin") or 0.0
+    level = "refer" if flags else ("assess" if share >= policy.min_share_of_skin else "none")
+    return {"level": level, "flags": flags, "note": DECISION_SUPPORT_NOTE}
+
+
+@dataclass
+class LaneRouter:
+    """Lane of each source: its configured default, raised to EMERGENCY while its last result
+    shows a referral-grade finding, lowered back after `calm_frames` frames without one."""
+
+    defaults: dict[str, Lane]
+    fallback: Lane = Lane.ROUTINE
+    escalate: bool = True
+    calm_frames: int = 30
+    _escalated: dict[str, int] = field(default_factory=dict)  # source -> calm frames seen so far
+    changes: list[dict] = field(default_factory=list)  # every change of lane, with its reason
+
+    def lane_for(self, source: str) -> Lane:
+        if source in self._escalated:
+            return Lane.EMERGENCY
+        return self.defaults.get(source, self.fallback)
+
+    def observe(self, source: str, frame_index: int, triage: dict) -> None:
+        """Feed back one result; escalate or calm down the source's lane."""
+        if not self.escalate:
+            return
+        urgent = any(f in triage["flags"] for f in ("full_thickness_present", "partial_thickness_tbsa_over_threshold"))
+        before = self.lane_for(source)
+        if urgent:
+            self._escalated[source] = 0
+        elif source in self._escalated:
+            self._escalated[source] += 1
+            if self._escalated[source] >= self.calm_frames:
+                del self._escalated[source]
+        after = self.lane_for(source)
+        if after != before:
+            reason = ",".join(triage["flags"]) if urgent else f"calm for {self.calm_frames} frames"
+            self.changes.append({"source": source, "frame": frame_index, "from": before.name, "to": after.name, "reason": reason})

@@ -1,0 +1,93 @@
+"""Model cards: the YAML beside every model that says what goes in, what comes out and what it is for."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_CARD = Path(__file__).parent / "models" / "burn_unet_v1.yaml"
+REQUIRED_KEYS = ("model_id", "onnx", "input", "output", "classes", "normalisation", "intended_use")
+
+
+class ModelCardError(ValueError):
+    """A model card or its model file is missing, malformed or does not match."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    path: Path
+    model_id: str
+    onnx_path: Path
+    input_name: str
+    input_size: int  # side of the square model input, pixels
+    multiple_of: int
+    output_name: str
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]  # per RGB channel, 0..255 units
+    std: tuple[float, float, float]
+    sensitive_layers: tuple[str, ...] = ()
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def model_sha256(self) -> str:
+        return file_sha256(self.onnx_path)
+
+    def sibling(self, name: str) -> Path:
+        """A file named in the card, next to the card."""
+        return self.path.parent / name
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_card(path: str | Path | None = None) -> ModelCard:
+    """Read and check a model card; errors name the file and what is wrong."""
+    path = Path(path) if path else DEFAULT_CARD
+    if not path.is_file():
+        raise ModelCardError(f"model card not found: {path} (pass --model PATH/TO/CARD.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelCardError(f"model card {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ModelCardError(f"model card {path} must be a YAML mapping")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ModelCardError(f"model card {path} lacks {', '.join(missing)}")
+    try:
+        inp, out, norm = raw["input"], raw["output"], raw["normalisation"]
+        card = ModelCard(
+            path=path,
+            model_id=str(raw["model_id"]),
+            onnx_path=path.parent / raw["onnx"],
+            input_name=str(inp["name"]),
+            input_size=int(inp["size"]),
+            multiple_of=int(inp.get("multiple_of", 1)),
+            output_name=str(out["name"]),
+            classes=tuple(raw["classes"]),
+            mean=tuple(float(v) for v in norm["mean"]),
+            std=tuple(float(v) for v in norm["std"]),
+            sensitive_layers=tuple(raw.get("sensitive_layers") or ()),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelCardError(f"model card {path}: bad or missing field {exc}") from None
+    if len(card.mean) != 3 or len(card.std) != 3 or min(card.std) <= 0:
+        raise ModelCardError(f"model card {path}: normalisation needs 3 means and 3 positive stds")
+    if card.input_size % card.multiple_of:
+        raise ModelCardError(
+            f"model card {path}: input size {card.input_size} is not a multiple of {card.multiple_of}"
+        )
+    if not card.onnx_path.is_file():
+        raise ModelCardError(f"model file {card.onnx_path} named by card {path} does not exist")
+    return card

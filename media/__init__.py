@@ -1,0 +1,1 @@
+"""Reading and writing pictures: video files (OpenCV/FFmpeg). Plain functions, no Holoscan."""

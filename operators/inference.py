@@ -1,0 +1,17 @@
+"""Inference: runs the segmentation network through whichever backend was opened at start-up."""
+from __future__ import annotations
+
+from .frame import Frame
+from .stage import StageOp
+
+
+class InferenceOp(StageOp):
+    stage = "inference"
+
+    def __init__(self, fragment, *args, backend, **kwargs):
+        self.backend = backend  # engines.backend.Backend, opened (and checked) before the graph runs
+        super().__init__(fragment, *args, **kwargs)
+
+    def process(self, frame: Frame) -> None:
+        frame.logits = self.backend.infer(frame.model_input)
+        frame.model_input = None

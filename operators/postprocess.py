@@ -1,0 +1,35 @@
+"""Postprocess: class mask at frame size, burn size, triage level; feeds the lane router."""
+from __future__ import annotations
+
+from ..clinical.burn_size import burn_findings, count_pixels
+from ..clinical.triage import TriagePolicy, triage_level
+from ..engines.preprocess import array_module, restore_mask
+from .frame import Frame
+from .stage import StageOp
+
+
+def segment(logits, letterbox):
+    """(1, C, S, S) logits -> (H, W) uint8 class mask at the frame's size."""
+    xp = array_module(logits)
+    return restore_mask(xp.argmax(logits[0], axis=0).astype(xp.uint8), letterbox)
+
+
+class PostprocessOp(StageOp):
+    stage = "postprocess"
+
+    def __init__(self, fragment, *args, router, region_pct=None, body_region=None, cm2_per_pixel=None,
+                 policy: TriagePolicy = TriagePolicy(), keep_logits=False, **kwargs):
+        self.router = router
+        self.region_pct, self.body_region, self.cm2_per_pixel = region_pct, body_region, cm2_per_pixel
+        self.policy = policy
+        self.keep_logits = keep_logits  # validation keeps them for AUC
+        super().__init__(fragment, *args, **kwargs)
+
+    def process(self, frame: Frame) -> None:
+        frame.mask = segment(frame.logits, frame.letterbox)
+        if not self.keep_logits:
+            frame.logits = None
+        findings = burn_findings(count_pixels(frame.mask), region_pct=self.region_pct, cm2_per_pixel=self.cm2_per_pixel)
+        findings["triage"] = triage_level(findings, body_region=self.body_region, policy=self.policy)
+        frame.findings = findings
+        self.router.observe(frame.source, frame.index, findings["triage"])
