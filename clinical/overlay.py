@@ -19,12 +19,27 @@ def _xp(x):
     return np
 
 
+_COLOUR_LUT = np.zeros((1, 256, 3), np.uint8)
+_COLOUR_LUT[0, : len(CLASS_COLOURS_RGB)] = CLASS_COLOURS_RGB
+_TINT_LUT = np.zeros(256, np.uint8)
+_TINT_LUT[: len(TINTED)] = TINTED
+
+
 def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
     """Blend class colours into the frame where the mask shows burn.
 
     frame_rgb: (H, W, 3) uint8; mask: (H, W) uint8 class indices. Returns (H, W, 3) uint8.
     """
     xp = _xp(frame_rgb)
+    if xp is np:  # OpenCV table look-ups and uint8 blend: several times faster than NumPy indexing
+        colours = cv2.LUT(cv2.merge([mask, mask, mask]), _COLOUR_LUT)
+        blended = cv2.addWeighted(frame_rgb, 1.0 - alpha, colours, alpha, 0.0)
+        if out is None:
+            out = frame_rgb.copy()
+        else:
+            out[...] = frame_rgb
+        cv2.copyTo(blended, cv2.LUT(mask, _TINT_LUT), out)
+        return out
     colours = xp.asarray(CLASS_COLOURS_RGB, dtype=xp.float32)
     weight = xp.asarray(TINTED, dtype=xp.float32)[mask] * alpha  # (H, W)
     blended = frame_rgb * (1.0 - weight[..., None]) + colours[mask] * weight[..., None]
@@ -35,9 +50,9 @@ def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
 
 
 def _outline(mask) -> np.ndarray:
-    """Boolean (H, W): pixels on the edge of a burn region of any depth."""
-    burn = np.isin(mask, BURN_CLASSES).astype(np.uint8)
-    return cv2.morphologyEx(burn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+    """(H, W) uint8, 1 on the edge of a burn region of any depth (burn classes are 2..5)."""
+    burn = (mask >= min(BURN_CLASSES)).view(np.uint8)
+    return cv2.morphologyEx(burn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -56,7 +71,7 @@ def summary_lines(result: dict) -> list[str]:
 
 def annotate(image_rgb: np.ndarray, mask: np.ndarray, lines: list[str], lane: str = "") -> np.ndarray:
     """Draw burn outlines, the colour legend and the text lines onto a tinted CPU frame (in place)."""
-    image_rgb[_outline(mask)] = (255, 255, 255)
+    cv2.bitwise_or(image_rgb, (255, 255, 255, 0), dst=image_rgb, mask=_outline(mask))
     height, width = image_rgb.shape[:2]
     scale = max(0.35, min(1.0, width / 1400))
     step = int(22 * scale / 0.6)

@@ -75,6 +75,11 @@ class VideoReader:
     def close(self) -> None:
         self._capture.release()
 
+    def reopen(self) -> "VideoReader":
+        """A fresh reader at the start of the same file (for looping)."""
+        self.close()
+        return VideoReader(self.path)
+
     def __enter__(self):
         return self
 
@@ -87,6 +92,32 @@ class VideoReader:
             if frame is None:
                 return
             yield frame, ts
+
+
+class FrameListReader:
+    """Frames already in memory behind the reader interface (benchmarks: no decoding cost)."""
+
+    def __init__(self, frames: list, fps: float = 30.0, name: str = "memory"):
+        if not frames:
+            raise VideoError(f"{name}: no frames given")
+        self.frames, self.fps, self.path = frames, fps, Path(name)
+        self.frame_count = len(frames)
+        self.width, self.height = frames[0].shape[1], frames[0].shape[0]
+        self.frames_read = 0
+        self.missing_frames = 0
+
+    def read(self):
+        if self.frames_read >= len(self.frames):
+            return None, None
+        frame = self.frames[self.frames_read]
+        self.frames_read += 1
+        return frame, (self.frames_read - 1) / self.fps
+
+    def reopen(self) -> "FrameListReader":
+        return FrameListReader(self.frames, self.fps, str(self.path))
+
+    def close(self) -> None:
+        pass
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:

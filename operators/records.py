@@ -52,9 +52,14 @@ class RunLedger:
     stage_ms: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    first_entered: int | None = None  # monotonic ns when the first frame entered the graph
+    last_done: int | None = None  # monotonic ns when the last frame was written
 
     def add(self, frame: Frame, latency_ms: float) -> None:
         self.frames_in += 1
+        if self.first_entered is None or frame.entered_ns < self.first_entered:
+            self.first_entered = frame.entered_ns
+        self.last_done = time.monotonic_ns()
         if frame.ok:
             self.processed += 1
             self.latencies_ms.append(latency_ms)

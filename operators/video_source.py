@@ -6,7 +6,6 @@ import time
 
 from holoscan.core import Operator
 
-from ..media.video import VideoReader
 from .frame import Frame
 
 log = logging.getLogger("holoburn.source")
@@ -15,12 +14,13 @@ log = logging.getLogger("holoburn.source")
 class VideoSourceOp(Operator):
     """Emits frames of a video file in order; stops the graph's input at the end of the file.
 
+    reader: a media.video.VideoReader (or anything with its read/reopen/close interface).
     realtime: pace frames by their timestamps (as a camera would deliver them); otherwise as fast
     as the pipeline takes them. loop: start again at the end (for demos and soak runs).
     max_frames: stop after this many frames (None: the whole file).
     """
 
-    def __init__(self, fragment, *args, reader: VideoReader, source_id: str, realtime=False, loop=False, max_frames=None, **kwargs):
+    def __init__(self, fragment, *args, reader, source_id: str, realtime=False, loop=False, max_frames=None, **kwargs):
         self.reader = reader
         self.source_id = source_id
         self.realtime = realtime
@@ -45,7 +45,7 @@ class VideoSourceOp(Operator):
         if image is None and self.loop and self.reader.frames_read:
             self._loop_offset_s += ts_or_duration(self.reader)
             self.missing += self.reader.missing_frames
-            self.reader = VideoReader(self.reader.path)
+            self.reader = self.reader.reopen()
             image, ts = self.reader.read()
         if image is None:
             self._finish()
@@ -77,5 +77,5 @@ class VideoSourceOp(Operator):
         self.stop_execution()
 
 
-def ts_or_duration(reader: VideoReader) -> float:
+def ts_or_duration(reader) -> float:
     return reader.frames_read / reader.fps if reader.fps else float(reader.frames_read)

@@ -1,0 +1,118 @@
+"""`holoburn bench --cpu`: the whole CPU pipeline against a plain ONNX Runtime loop, side by side.
+
+Both read the same decoded frames from memory and use the same backend session, so the ratio
+is the pipeline's own cost (Holoscan scheduling, postprocess, overlay, video encoding, results),
+not decoding. Runs alternate (plain, pipeline, plain, ...) so drift on a shared machine hits both.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..engines.backend import open_backend
+from ..engines.card import load_card
+from ..engines.preprocess import prepare_input
+from ..media.video import FrameListReader, VideoReader
+from .config import load_config
+
+
+def add_bench_arguments(p):
+    p.add_argument("--cpu", action="store_true", help="CPU pipeline vs plain ONNX Runtime loop (the only mode here; GPU lanes: bench/gpu_lanes.py)")
+    p.add_argument("--source", help="video:PATH (default: the bundled sample)")
+    p.add_argument("--frames", type=int, default=60, help="frames per run (default 60)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each (default 3)")
+    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--model", help="model card YAML")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--json", metavar="FILE", help="write the full numbers here")
+
+
+def decode(location: str, limit: int) -> tuple[list, float]:
+    with VideoReader(location) as reader:
+        frames = []
+        for frame, _ in reader:
+            frames.append(frame)
+            if len(frames) >= limit:
+                break
+        return frames, reader.fps or 30.0
+
+
+def plain_loop(frames, backend, card) -> float:
+    """Frames per second of preprocess + inference alone."""
+    started = time.perf_counter()
+    for frame in frames:
+        batch, _ = prepare_input(frame, card.input_size, card.mean, card.std)
+        backend.infer(batch)
+    return len(frames) / (time.perf_counter() - started)
+
+
+def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
+    """Frames per second of the whole Holoscan graph, first frame in to last result out."""
+    from .pipeline import RunPlan, run_pipeline
+
+    plan = RunPlan(config, out_dir, card, backend, FrameListReader(frames, fps, "bench"), "bench")
+    summary = run_pipeline(plan)
+    assert summary["processed"] == len(frames), summary
+    first_in = plan.ledger.first_entered
+    last_out = plan.ledger.last_done
+    return {"fps": len(frames) / ((last_out - first_in) / 1e9), "wall_s": summary["wall_s"],
+            "latency_ms": summary["latency_ms"], "stage_ms_median": summary["stage_ms_median"]}
+
+
+def run_bench(args) -> int:
+    from .run import sample_video
+
+    if not args.cpu:
+        print("holoburn bench: only --cpu runs here; the GPU lanes benchmark is bench/gpu_lanes.py (GPU lab)", file=sys.stderr)
+        return 2
+    location = args.source.partition(":")[2] if args.source else str(sample_video())
+    frames, fps = decode(location, args.frames)
+    card = load_card(args.model)
+    config = load_config(None, {"inference.backend": args.backend, "inference.precision": args.precision,
+                                "inference.threads": args.threads})
+    backend = open_backend(card, args.backend, args.precision, "cpu", threads=args.threads)
+    plain_loop(frames[:5], backend, card)  # warm-up: session allocations, caches
+    plain, piped, runs = [], [], []
+    with tempfile.TemporaryDirectory(prefix="holoburn-bench-") as tmp:
+        for r in range(args.repeats):
+            plain.append(plain_loop(frames, backend, card))
+            run = pipeline_run(frames, fps, backend, card, config, Path(tmp) / f"run{r}")
+            piped.append(run["fps"])
+            runs.append(run)
+            print(f"run {r + 1}/{args.repeats}: plain loop {plain[-1]:.2f} fps, pipeline {piped[-1]:.2f} fps", file=sys.stderr)
+    ratios = [p / q for p, q in zip(plain, piped)]
+    result = {
+        "command": "holoburn " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("holoburn", "cli.py", "__main__.py")) else "holoburn bench --cpu",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": __import__("os").cpu_count(),
+        **backend.describe(),
+        "model_id": card.model_id,
+        "frames": len(frames),
+        "frame_size": [frames[0].shape[1], frames[0].shape[0]],
+        "model_input": card.input_size,
+        "repeats": args.repeats,
+        "plain_fps": [round(v, 3) for v in plain],
+        "pipeline_fps": [round(v, 3) for v in piped],
+        "plain_fps_median": round(statistics.median(plain), 3),
+        "pipeline_fps_median": round(statistics.median(piped), 3),
+        "overhead_pct_median": round((statistics.median(ratios) - 1) * 100, 2),
+        "overhead_pct_range": [round((min(ratios) - 1) * 100, 2), round((max(ratios) - 1) * 100, 2)],
+        "pipeline_stage_ms_median": runs[-1]["stage_ms_median"],
+        "pipeline_latency_ms": runs[-1]["latency_ms"],
+    }
+    print(f"\n  frames {len(frames)} at {result['frame_size'][0]}x{result['frame_size'][1]}, model input {card.input_size}, "
+          f"{result['backend']} {result['backend_version']} ({result['precision']}), {result['cpus']} CPUs")
+    print(f"  plain loop  median {result['plain_fps_median']:.2f} fps  (runs {result['plain_fps']})")
+    print(f"  pipeline    median {result['pipeline_fps_median']:.2f} fps  (runs {result['pipeline_fps']})")
+    print(f"  overhead    median {result['overhead_pct_median']:.1f}%  (range {result['overhead_pct_range'][0]:.1f} .. {result['overhead_pct_range'][1]:.1f}%; goal <= 15%)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"  written to {args.json}")
+    return 0
