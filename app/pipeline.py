@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from holoscan.core import Application
+from holoscan.core import Application, Fragment
 from holoscan.schedulers import EventBasedScheduler
 
 from ..clinical.burn_size import region_tbsa_pct
@@ -41,95 +41,192 @@ def parse_source(spec: str) -> tuple[str, str]:
 
 @dataclass
 class RunPlan:
-    """Everything the graph needs, resolved and checked before the first frame."""
+    """What the graph needs. `plan_run` opens the source and the model before the graph starts
+    (bad input fails at once); in a distributed run each process opens only what its fragment
+    needs, when the fragment is composed."""
 
     config: dict
     out_dir: Path
-    card: ModelCard
-    backend: Backend
-    reader: VideoReader
-    source_id: str
-    masks_dir: Path | None = None
+    card: ModelCard | None = None
+    backend: Backend | None = None
+    reader: object = None  # media.video reader interface
+    source_id: str = ""
     progress: object = None
     observers: tuple = ()
     keep_logits: bool = False
     ledger: RunLedger = field(default_factory=RunLedger)
 
+    def __post_init__(self):
+        location = self.config["source"]["location"]
+        if not self.source_id and location:
+            self.source_id = f"video:{Path(parse_source(location)[1]).name}"
+
+    @property
+    def masks_dir(self) -> Path | None:
+        masks = self.config["results"]["save_masks"]
+        return Path(masks) if masks else None
+
+    def open_reader(self):
+        if self.reader is None:
+            self.reader = VideoReader(parse_source(self.config["source"]["location"])[1])
+        return self.reader
+
+    def open_model(self) -> tuple[ModelCard, Backend]:
+        inference = self.config["inference"]
+        if self.card is None:
+            self.card = load_card(inference["model"] or None)
+        if self.backend is None:
+            self.backend = open_backend(self.card, inference["backend"], inference["precision"],
+                                        threads=inference["threads"])
+        return self.card, self.backend
+
 
 def plan_run(config: dict, out_dir: Path, *, progress=None, observers=(), keep_logits=False) -> RunPlan:
     """Open the source and the model before the graph starts, so bad input fails at once."""
-    src = config["source"]
-    _, location = parse_source(src["location"])
-    reader = VideoReader(location)
-    card = load_card(config["inference"]["model"] or None)
-    backend = open_backend(card, config["inference"]["backend"], config["inference"]["precision"],
-                           threads=config["inference"]["threads"])
-    masks = config["results"]["save_masks"]
-    return RunPlan(config, Path(out_dir), card, backend, reader, f"video:{Path(location).name}",
-                   Path(masks) if masks else None, progress, tuple(observers), keep_logits)
+    plan = RunPlan(config, Path(out_dir), progress=progress, observers=tuple(observers), keep_logits=keep_logits)
+    plan.open_reader()
+    plan.open_model()
+    return plan
+
+
+def capture_stage(fragment, plan: RunPlan) -> list:
+    """source: frames in, each with source id, index and timestamp."""
+    src = plan.config["source"]
+    fragment.source = VideoSourceOp(fragment, reader=plan.open_reader(), source_id=plan.source_id,
+                                    realtime=src["realtime"], loop=src["loop"], max_frames=src["max_frames"],
+                                    name="source")
+    return [fragment.source]
+
+
+def analysis_stage(fragment, plan: RunPlan) -> list:
+    """triage -> preprocess -> inference -> postprocess: class mask, burn size, triage level."""
+    cfg = plan.config
+    src, tri = cfg["source"], cfg["triage"]
+    card, backend = plan.open_model()
+    router = LaneRouter(defaults={plan.source_id: Lane.parse(src["lane"])}, escalate=tri["escalate"],
+                        calm_frames=tri["calm_frames"])
+    region = src["body_region"]
+    fragment.router = router
+    return [
+        TriageOp(fragment, router=router, name="triage"),
+        PreprocessOp(fragment, input_size=card.input_size, mean=card.mean, std=card.std, name="preprocess"),
+        InferenceOp(fragment, backend=backend, model_id=card.model_id, name="inference"),
+        PostprocessOp(fragment, router=router, body_region=region,
+                      region_pct=region_tbsa_pct(region, src["age_years"]) if region else None,
+                      cm2_per_pixel=src["cm2_per_pixel"],
+                      policy=TriagePolicy(tri["partial_tbsa_threshold_pct"], tri["min_share_of_skin"]),
+                      keep_logits=plan.keep_logits, name="postprocess"),
+    ]
+
+
+def display_stage(fragment, plan: RunPlan) -> list:
+    """overlay -> recorder (overlay video) -> results (JSON lines, masks, accounting)."""
+    cfg = plan.config
+    fragment.recorder = OverlayVideoSinkOp(
+        fragment, writer=VideoWriter(plan.out_dir / "overlay.mp4", 30.0, cfg["video_sink"]["fourcc"]), name="recorder")
+    return [
+        OverlayOp(fragment, alpha=cfg["overlay"]["alpha"], name="overlay"),
+        fragment.recorder,
+        ResultsSinkOp(fragment, results_path=plan.out_dir / "results.jsonl", ledger=plan.ledger,
+                      masks_dir=plan.masks_dir, progress=plan.progress, observers=plan.observers, name="results"),
+    ]
+
+
+def chain(fragment, operators: list) -> None:
+    if len(operators) == 1:
+        fragment.add_operator(operators[0])
+    for upstream, downstream in zip(operators, operators[1:]):
+        fragment.add_flow(upstream, downstream)
 
 
 class BurnPipeline(Application):
+    """The whole graph in one process."""
+
     def __init__(self, plan: RunPlan, *args, **kwargs):
         self.plan = plan
+        self.source = self.router = self.recorder = None
         super().__init__(*args, **kwargs)
 
     def compose(self):
-        plan, cfg = self.plan, self.plan.config
-        src = cfg["source"]
-        router = LaneRouter(
-            defaults={plan.source_id: Lane.parse(src["lane"])},
-            escalate=cfg["triage"]["escalate"],
-            calm_frames=cfg["triage"]["calm_frames"],
-        )
-        policy = TriagePolicy(cfg["triage"]["partial_tbsa_threshold_pct"], cfg["triage"]["min_share_of_skin"])
-        region = src["body_region"]
-        region_pct = region_tbsa_pct(region, src["age_years"]) if region else None
-        self.router = router
-
-        source = VideoSourceOp(self, reader=plan.reader, source_id=plan.source_id, realtime=src["realtime"],
-                               loop=src["loop"], max_frames=src["max_frames"], name="source")
-        triage = TriageOp(self, router=router, name="triage")
-        preprocess = PreprocessOp(self, input_size=plan.card.input_size, mean=plan.card.mean, std=plan.card.std,
-                                  name="preprocess")
-        inference = InferenceOp(self, backend=plan.backend, name="inference")
-        postprocess = PostprocessOp(self, router=router, region_pct=region_pct, body_region=region,
-                                    cm2_per_pixel=src["cm2_per_pixel"], policy=policy,
-                                    keep_logits=plan.keep_logits, name="postprocess")
-        overlay = OverlayOp(self, alpha=cfg["overlay"]["alpha"], name="overlay")
-        recorder = OverlayVideoSinkOp(self, writer=VideoWriter(plan.out_dir / "overlay.mp4", plan.reader.fps,
-                                                               cfg["video_sink"]["fourcc"]), name="recorder")
-        results = ResultsSinkOp(self, results_path=plan.out_dir / "results.jsonl", ledger=plan.ledger,
-                                backend=plan.backend.name, precision=plan.backend.precision,
-                                masks_dir=plan.masks_dir, progress=plan.progress, observers=plan.observers,
-                                name="results")
-        self.source = source
-        self.recorder = recorder
-
-        chain = [source, triage, preprocess, inference, postprocess, overlay, recorder, results]
-        for upstream, downstream in zip(chain, chain[1:]):
-            self.add_flow(upstream, downstream)
+        chain(self, capture_stage(self, self.plan) + analysis_stage(self, self.plan) + display_stage(self, self.plan))
 
 
-def run_pipeline(plan: RunPlan) -> dict:
+class _StageFragment(Fragment):
+    def __init__(self, app, stage, *args, **kwargs):
+        self.app_ref, self.stage = app, stage
+        self.source = self.router = self.recorder = None
+        super().__init__(app, *args, **kwargs)
+
+    def compose(self):
+        self.app_ref.composed[self.name] = self
+        chain(self, self.stage(self))
+
+
+class DistributedBurnPipeline(Application):
+    """The same graph as three Holoscan fragments, to run as separate processes (Holoscan's
+    --driver/--worker/--address/--fragments, UCX between them):
+
+        capture (camera or video; e.g. the Jetson) -> analysis (the GPU server) -> display (overlay, records)
+    """
+
+    FRAGMENTS = ("capture", "analysis", "display")
+
+    def __init__(self, plan: RunPlan, *args, **kwargs):
+        self.plan = plan
+        self.composed = {}
+        super().__init__(*args, **kwargs)
+
+    def compose(self):
+        plan = self.plan
+        capture = _StageFragment(self, lambda f: capture_stage(f, plan), name="capture")
+        analysis = _StageFragment(self, lambda f: analysis_stage(f, plan), name="analysis")
+        display = _StageFragment(self, lambda f: display_stage(f, plan), name="display")
+        self.add_flow(capture, analysis, {("source.out", "triage.in")})
+        self.add_flow(analysis, display, {("postprocess.out", "overlay.in")})
+
+    @property
+    def recorder(self):
+        return getattr(self.composed.get("display"), "recorder", None)
+
+    @property
+    def source(self):
+        return getattr(self.composed.get("capture"), "source", None)
+
+    @property
+    def router(self):
+        return getattr(self.composed.get("analysis"), "router", None)
+
+
+def run_pipeline(plan: RunPlan, app: Application | None = None) -> dict:
     """Run the graph to the end of the source; write and return the run summary."""
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    app = BurnPipeline(plan)
+    app = app or BurnPipeline(plan)
+    # A fragment that waits for frames from another process looks idle between them: give it
+    # time before calling that a deadlock, or it stops while frames are still on the wire.
+    patience_ms = plan.config["scheduler"]["distributed_idle_ms"] if isinstance(app, DistributedBurnPipeline) else 0
     app.scheduler(EventBasedScheduler(app, worker_thread_number=plan.config["scheduler"]["worker_threads"],
-                                      stop_on_deadlock=True, name="scheduler"))
+                                      stop_on_deadlock=True, stop_on_deadlock_timeout=patience_ms, name="scheduler"))
     started = time.time()
     app.run()
+    return write_summary(plan, app, started)
+
+
+def write_summary(plan: RunPlan, app, started: float) -> dict | None:
+    """summary.json, written by the process that holds the results writer."""
+    recorder = getattr(app, "recorder", None)
+    if recorder is None:
+        return None
+    backend = {"model_id": plan.card.model_id, **plan.backend.describe()} if plan.backend else plan.ledger.backend
     summary = {
         "source": plan.source_id,
-        "model_id": plan.card.model_id,
-        "model_sha256": plan.card.model_sha256(),
-        **plan.backend.describe(),
+        "model_sha256": plan.card.model_sha256() if plan.card else None,
+        **backend,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         **plan.ledger.summary(),
-        "missing_from_container": app.source.missing,
-        "overlay_frames": app.recorder.writer.frames_written,
-        "overlay_size": app.recorder.writer.size,
-        "lane_changes": app.router.changes,
+        "missing_from_container": app.source.missing if getattr(app, "source", None) else None,
+        "overlay_frames": recorder.writer.frames_written,
+        "overlay_size": recorder.writer.size,
+        "lane_changes": app.router.changes if getattr(app, "router", None) else plan.ledger.lane_changes,
         "outputs": {"results": "results.jsonl", "overlay": "overlay.mp4", "summary": "summary.json",
                     "masks": str(plan.masks_dir) if plan.masks_dir else None},
     }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     p.add_argument("--body-region", help="named body region in view (rule of nines), for %%TBSA")
     p.add_argument("--lane", help="lane of this source: EMERGENCY | URGENT | ROUTINE | BATCH_SCREENING")
     p.add_argument("--realtime", action="store_true", default=None, help="pace frames as a camera would")
+    d = p.add_argument_group("distributed (Holoscan fragments capture, analysis, display over UCX)")
+    d.add_argument("--distributed", action="store_true", help="compose the graph as three fragments")
+    d.add_argument("--driver", action="store_true", help="this process runs the Holoscan driver")
+    d.add_argument("--worker", action="store_true", help="this process runs fragments")
+    d.add_argument("--address", help="driver address HOST:PORT")
+    d.add_argument("--worker-address", help="this worker's address HOST:PORT")
+    d.add_argument("--fragments", help="fragments for this worker: capture,analysis,display or all")
 
 
 def add_run_arguments(p):
@@ -52,6 +60,31 @@ def _config(args, location: str) -> dict:
     })
 
 
+def holoscan_argv(args) -> list[str] | None:
+    """Holoscan's own distributed flags, or None for a single-process run."""
+    if not any(getattr(args, k, None) for k in ("distributed", "driver", "worker", "address", "fragments")):
+        return None
+    argv = ["holoburn"]
+    argv += ["--driver"] if args.driver else []
+    argv += ["--worker"] if args.worker else []
+    for flag, value in (("--address", args.address), ("--worker-address", args.worker_address),
+                        ("--fragments", args.fragments)):
+        argv += [flag, value] if value else []
+    return argv
+
+
+def replay_distributed(config: dict, out_dir: Path, argv: list[str]) -> dict | None:
+    """Run this process's share of the fragments; the process with `display` writes the summary."""
+    from .pipeline import DistributedBurnPipeline, RunPlan, run_pipeline
+
+    # Frames cross between fragments as serialized Python objects, which Holoscan puts in UCX's
+    # serialization buffer (127 KiB by default): make room for a 1080p frame and its mask.
+    os.environ.setdefault("HOLOSCAN_UCX_SERIALIZATION_BUFFER_SIZE", str(32 << 20))
+    plan = RunPlan(config, Path(out_dir), progress=Progress("frames", config["source"]["max_frames"]))
+    print(f"holoburn: distributed run, this process: {' '.join(argv[1:]) or 'all fragments'}")
+    return run_pipeline(plan, DistributedBurnPipeline(plan, argv))
+
+
 def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, label="frames") -> dict:
     """Plan and run the graph with a progress bar; the one way every command replays a source."""
     from .pipeline import plan_run, run_pipeline
@@ -73,7 +106,7 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         ("frames in", summary["frames_in"]),
         ("processed", summary["processed"]),
         ("dropped", dropped),
-        ("backend", f"{summary['backend']} {summary['backend_version']} ({summary['precision']}, {summary['device']})"),
+        ("backend", f"{summary.get('backend')} {summary.get('backend_version', '')} ({summary.get('precision')}, {summary.get('device')})"),
         ("model", summary["model_id"]),
         ("throughput", f"{summary['fps']} frames/s over {summary['wall_s']} s"),
         ("latency p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms"),
@@ -91,7 +124,14 @@ def print_summary(summary: dict, out_dir: Path) -> None:
 
 def _replay_and_report(args, location: str) -> int:
     out_dir = Path(args.out)
-    summary = replay(_config(args, location), out_dir)
+    argv = holoscan_argv(args)
+    if argv:
+        summary = replay_distributed(_config(args, location), out_dir, argv)
+        if summary is None:  # a worker without the display fragment has no summary to show
+            print("holoburn: this process's fragments finished")
+            return 0
+    else:
+        summary = replay(_config(args, location), out_dir)
     print_summary(summary, out_dir)
     return 0
 

@@ -18,9 +18,11 @@ class Frame:
     source: str  # source id, e.g. "video:burns.mp4" or "camera:/dev/video0"
     index: int  # 0-based frame index within the source
     timestamp_s: float  # capture / presentation time of the frame, seconds from the source's start
+    source_fps: float = 0.0  # the source's nominal frame rate (for writing video); 0 when unknown
     image: Any = None  # (H, W, 3) uint8 RGB, NumPy or CuPy; None when the frame could not be read
     status: str = OK  # "ok" or why the frame was not processed (e.g. "decode_error")
     lane: str = "ROUTINE"
+    backend: dict = field(default_factory=dict)  # backend, version, precision, device that ran the model
     entered_ns: int = field(default_factory=time.monotonic_ns)  # when the frame entered the graph
     # filled in along the pipeline
     model_input: Any = None  # (1, 3, S, S) float32

@@ -11,7 +11,7 @@ import numpy as np
 from .frame import Frame
 
 
-def result_record(frame: Frame, backend: str, precision: str, latency_ms: float) -> dict:
+def result_record(frame: Frame, latency_ms: float) -> dict:
     """The JSON-lines record of one frame that entered the graph (see README: output contract)."""
     findings = frame.findings or {}
     return {
@@ -19,8 +19,8 @@ def result_record(frame: Frame, backend: str, precision: str, latency_ms: float)
         "frame": frame.index,
         "timestamp_s": round(frame.timestamp_s, 6),
         "lane": frame.lane,
-        "backend": backend,
-        "precision": precision,
+        "backend": frame.backend.get("backend"),
+        "precision": frame.backend.get("precision"),
         "status": frame.status,
         "pixels": findings.get("pixels"),
         "burn_share_of_skin": findings.get("burn_share_of_skin"),
@@ -54,12 +54,21 @@ class RunLedger:
     finished: float | None = None
     first_entered: int | None = None  # monotonic ns when the first frame entered the graph
     last_done: int | None = None  # monotonic ns when the last frame was written
+    backend: dict = field(default_factory=dict)  # as reported by the frames
+    lane_changes: list = field(default_factory=list)  # as seen in the frames' lanes
+    _lanes: dict = field(default_factory=dict)
 
     def add(self, frame: Frame, latency_ms: float) -> None:
         self.frames_in += 1
         if self.first_entered is None or frame.entered_ns < self.first_entered:
             self.first_entered = frame.entered_ns
         self.last_done = time.monotonic_ns()
+        if frame.backend:
+            self.backend = frame.backend
+        previous = self._lanes.get(frame.source)
+        if previous is not None and previous != frame.lane:
+            self.lane_changes.append({"source": frame.source, "frame": frame.index, "from": previous, "to": frame.lane})
+        self._lanes[frame.source] = frame.lane
         if frame.ok:
             self.processed += 1
             self.latencies_ms.append(latency_ms)

@@ -24,6 +24,8 @@ class OverlayVideoSinkOp(StageOp):
         super().__init__(fragment, *args, **kwargs)
 
     def process(self, frame: Frame) -> None:
+        if not self.writer.frames_written and frame.source_fps:
+            self.writer.fps = frame.source_fps
         self.writer.write(frame.overlay)
 
     def stop(self):
@@ -37,11 +39,9 @@ class ResultsSinkOp(StageOp):
     stage = "results"
     has_output = False
 
-    def __init__(self, fragment, *args, results_path: Path, ledger: RunLedger, backend: str, precision: str,
-                 masks_dir: Path | None = None, progress=None, observers=(), **kwargs):
+    def __init__(self, fragment, *args, results_path: Path, ledger: RunLedger, masks_dir: Path | None = None, progress=None, observers=(), **kwargs):
         self.results_path = Path(results_path)
         self.ledger = ledger
-        self.backend, self.precision = backend, precision
         self.masks_dir = Path(masks_dir) if masks_dir else None
         self.progress = progress  # callable(frames_done) or None
         self.observers = observers  # callables(frame, record) e.g. the validation scorer
@@ -62,7 +62,7 @@ class ResultsSinkOp(StageOp):
 
     def after(self, frame: Frame) -> None:
         latency_ms = (time.monotonic_ns() - frame.entered_ns) / 1e6
-        record = result_record(frame, self.backend, self.precision, latency_ms)
+        record = result_record(frame, latency_ms)
         self._file.write(json.dumps(record) + "\n")
         self.ledger.add(frame, latency_ms)
         for observe in self.observers:

@@ -53,7 +53,8 @@ class VideoSourceOp(Operator):
         ts += self._loop_offset_s
         if self.realtime:
             self._pace(ts)
-        op_output.emit(Frame(source=self.source_id, index=self.emitted, timestamp_s=ts, image=image), "out")
+        op_output.emit(Frame(source=self.source_id, index=self.emitted, timestamp_s=ts,
+                              source_fps=self.reader.fps or 0.0, image=image), "out")
         self.emitted += 1
 
     def _pace(self, ts: float) -> None:
