@@ -1,0 +1,201 @@
+"""`holoburn validate`: replay a recording through the same graph as `run`, compare every
+predicted mask with its ground truth, write metrics.json and a report a clinician can read."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
+from ..clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
+from ..clinical.triage import TriagePolicy, triage_level
+from ..engines.preprocess import array_module, restore_probabilities
+from .config import load_config
+from .report import WorstFrames, write_report
+
+
+def add_validate_arguments(p):
+    p.add_argument("--source", required=True, help="video:PATH of the recording")
+    p.add_argument("--masks", required=True, help="ground truth: a directory of 000000.png ... or an .npz")
+    p.add_argument("--out", required=True, help="output directory (metrics.json, report.html, runs)")
+    p.add_argument("--config", help="YAML merged over the defaults (e.g. replay-validation.yaml)")
+    p.add_argument("--model", help="model card YAML (default: the shipped model)")
+    p.add_argument("--backend", help="auto | onnxruntime | torch | tensorrt | tensorrt-rtx")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="precision (default fp32)")
+    p.add_argument("--compare", help="comma-separated precisions to run side by side, e.g. fp32,fp16,int8")
+    p.add_argument("--baseline", help="metrics.json of an earlier validation: flag drops (drift gate)")
+    p.add_argument("--threshold", type=float, default=2.0, help="drift threshold in points (default 2.0)")
+    p.add_argument("--body-region", help="body region in view, for %%TBSA error")
+    p.add_argument("--max-frames", type=int, help="validate only the first N frames")
+    p.add_argument("--no-auc", action="store_true", help="skip probabilities (faster; no AUC)")
+
+
+class GroundTruth:
+    """Ground-truth masks by frame index: PNGs named 000000.png ... or an .npz (arrays named by
+    zero-padded index, or one (N, H, W) array)."""
+
+    def __init__(self, location: str | Path):
+        self.path = Path(location)
+        if not self.path.exists():
+            raise FileNotFoundError(f"ground-truth masks not found: {self.path}")
+        self._npz = None
+        if self.path.is_dir():
+            self.indices = sorted(int(p.stem) for p in self.path.glob("*.png") if p.stem.isdigit())
+        elif self.path.suffix == ".npz":
+            self._npz = np.load(self.path)
+            keys = list(self._npz.keys())
+            if len(keys) == 1 and self._npz[keys[0]].ndim == 3:
+                self._stack = self._npz[keys[0]]
+                self.indices = list(range(len(self._stack)))
+            else:
+                self._stack = None
+                self.indices = sorted(int(k) for k in keys if k.isdigit())
+        else:
+            raise ValueError(f"ground truth {self.path}: give a directory of PNG masks or an .npz file")
+        if not self.indices:
+            raise ValueError(f"no ground-truth masks in {self.path} (expected 000000.png, ...)")
+        self._available = set(self.indices)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._available
+
+    def mask(self, index: int) -> np.ndarray:
+        if self._npz is not None:
+            return self._stack[index] if self._stack is not None else self._npz[f"{index:06d}"]
+        path = self.path / f"{index:06d}.png"
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            raise ValueError(f"ground-truth mask {path} is not a single-channel 8-bit PNG")
+        return mask
+
+
+def softmax(logits):
+    xp = array_module(logits)
+    shifted = logits - logits.max(axis=0, keepdims=True)
+    e = xp.exp(shifted)
+    return e / e.sum(axis=0, keepdims=True)
+
+
+class Scorer:
+    """Observer of the results writer: scores each frame against its ground truth as it passes."""
+
+    def __init__(self, truth: GroundTruth, *, region_pct=None, policy=TriagePolicy(), probabilities=True, examples=6):
+        self.truth, self.region_pct, self.policy = truth, region_pct, policy
+        self.probabilities = probabilities
+        self.accumulator = ValidationAccumulator()
+        self.worst = WorstFrames(examples)
+        self.seen: set[int] = set()
+
+    def __call__(self, frame, record) -> None:
+        self.seen.add(frame.index)
+        if frame.index not in self.truth:
+            self.accumulator.note_missing_truth(frame.index)
+            return
+        if not frame.ok:
+            self.accumulator.note_not_evaluated(frame.index, frame.status)
+            return
+        truth = self.truth.mask(frame.index)
+        probs = None
+        if self.probabilities and frame.logits is not None:
+            probs = restore_probabilities(softmax(np.asarray(frame.logits[0], np.float32)), frame.letterbox)
+        truth_findings = burn_findings(count_pixels(truth), region_pct=self.region_pct)
+        dice = self.accumulator.add(
+            frame.index, truth, frame.mask, probs, latency_ms=record["latency_ms"],
+            predicted_tbsa_pct=record["tbsa_pct"], truth_tbsa_pct=truth_findings["tbsa_pct"],
+            predicted_triage=record["triage"]["level"],
+            truth_triage=triage_level(truth_findings, policy=self.policy)["level"],
+        )
+        self.worst.offer(frame.index, dice, frame.image, truth, frame.mask)
+        frame.logits = None
+
+    def finish(self, last_index: int | None) -> None:
+        """Ground truth for frames that never came (past the end, or beyond --max-frames)."""
+        for index in self.truth.indices:
+            if index not in self.seen:
+                self.accumulator.note_extra_truth(index)
+
+
+def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool) -> tuple[dict, dict, Scorer]:
+    from .run import replay
+
+    src = config["source"]
+    region = src["body_region"]
+    tri = config["triage"]
+    scorer = Scorer(truth, region_pct=region_tbsa_pct(region, src["age_years"]) if region else None,
+                    policy=TriagePolicy(tri["partial_tbsa_threshold_pct"], tri["min_share_of_skin"]),
+                    probabilities=probabilities)
+    started = time.monotonic()
+    summary = replay(config, out_dir, observers=(scorer,), keep_logits=probabilities, label="validating")
+    scorer.finish(summary["frames_in"] - 1)
+    metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started)
+    metrics["run"] = {k: summary.get(k) for k in ("source", "model_id", "model_sha256", "backend", "backend_version",
+                                                   "precision", "device", "frames_in", "processed", "dropped")}
+    return metrics, summary, scorer
+
+
+def run_validate(args) -> int:
+    truth = GroundTruth(args.masks)
+    out = Path(args.out)
+    precisions = [p.strip() for p in args.compare.split(",")] if args.compare else [args.precision or "fp32"]
+    command = "holoburn validate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "holoburn validate"
+    by_precision, scorers, summaries = {}, {}, {}
+    for precision in precisions:
+        config = load_config(args.config, {
+            "source.location": args.source, "source.max_frames": args.max_frames,
+            "source.body_region": args.body_region, "inference.model": args.model,
+            "inference.backend": args.backend, "inference.precision": precision,
+        })
+        run_dir = out / precision if len(precisions) > 1 else out
+        metrics, summary, scorer = validate_once(config, truth, run_dir, probabilities=not args.no_auc)
+        by_precision[precision], scorers[precision], summaries[precision] = metrics, scorer, summary
+    main = precisions[0]
+    metrics = by_precision[main]
+    comparison = compare_precisions(by_precision) if len(precisions) > 1 and "fp32" in by_precision else None
+    if comparison:
+        metrics["precision_comparison"] = comparison
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    drops = compare_to_baseline(metrics, baseline, args.threshold) if baseline else []
+    metrics["baseline"] = {"path": args.baseline, "threshold_points": args.threshold, "drops": drops} if baseline else None
+    metrics["command"] = command
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    from ..engines.card import load_card
+
+    card = load_card(args.model)
+    report = write_report(out, metrics, model_card=card.raw, command=command,
+                          backend={k: summaries[main].get(k) for k in ("backend", "backend_version", "precision", "device")},
+                          examples=scorers[main].worst.worst_first(), baseline=baseline,
+                          threshold_points=args.threshold, precision_comparison=comparison)
+    _print_metrics(metrics, out, report, drops, args.threshold)
+    return 1 if drops else 0
+
+
+def _print_metrics(metrics: dict, out: Path, report: Path, drops: list, threshold: float) -> None:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    pooled = metrics["pixel_pooled"] if "pixel_pooled" in metrics else None
+    print()
+    if pooled:
+        any_burn = pooled.get("any_burn", {})
+        print(f"  any burn: Dice {pct(any_burn.get('dice'))}, sensitivity {pct(any_burn.get('sensitivity'))}, "
+              f"specificity {pct(any_burn.get('specificity'))} (pixel-pooled)")
+    frames = metrics["frames"]
+    print(f"  frames evaluated: {frames['evaluated']}")
+    for key, what in (("missing_truth", "frames without ground truth (not scored)"),
+                      ("extra_truth", "ground-truth masks with no frame")):
+        if frames[key]:
+            shown = ", ".join(map(str, frames[key][:10])) + (" ..." if len(frames[key]) > 10 else "")
+            print(f"  WARNING: {len(frames[key])} {what}: {shown}")
+    for reason, indices in frames["not_evaluated"].items():
+        print(f"  WARNING: {len(indices)} frames not processed ({reason}), not scored")
+    print(f"  metrics  {out / 'metrics.json'}\n  report   {report}")
+    if drops:
+        print(f"\n  DRIFT: {len(drops)} metric(s) dropped more than {threshold} points against the baseline:")
+        for d in drops:
+            print(f"    {d}")
