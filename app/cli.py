@@ -43,11 +43,12 @@ SUBCOMMANDS = {
     "demo": ("app.run", "add_demo_arguments", "run_demo", "replay the bundled sample burn video end to end"),
     "run": ("app.run", "add_run_arguments", "run_run", "segment a video and write overlay, results and summary"),
     "validate": ("app.validate", "add_validate_arguments", "run_validate", "replay a recording against ground-truth masks; metrics and report"),
+    "convert": ("app.convert", "add_convert_arguments", "run_convert", "write a video file as a Holoscan recording (.gxf_entities)"),
     "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
     "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
 }
-GRAPH_COMMANDS = {"demo", "run", "bench", "validate"}
+GRAPH_COMMANDS = {"demo", "run", "bench", "validate", "convert"}
 
 
 class UserError(Exception):

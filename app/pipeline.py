@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from holoscan.core import Application, Fragment
+from holoscan.operators import VideoStreamRecorderOp, VideoStreamReplayerOp
 from holoscan.schedulers import EventBasedScheduler
 
 from ..clinical.burn_size import region_tbsa_pct
 from ..clinical.triage import Lane, LaneRouter, TriagePolicy
 from ..engines.backend import Backend, open_backend
 from ..engines.card import ModelCard, load_card
-from ..media.video import VideoReader, VideoWriter
+from ..media.video import VideoWriter
 from ..operators.inference import InferenceOp
 from ..operators.overlay import OverlayOp
 from ..operators.postprocess import PostprocessOp
@@ -24,19 +25,11 @@ from ..operators.preprocess import PreprocessOp
 from ..operators.records import RunLedger, write_json
 from ..operators.sinks import OverlayVideoSinkOp, ResultsSinkOp
 from ..operators.triage import TriageOp
-from ..operators.video_source import VideoSourceOp
+from ..operators.frame_source import FrameSourceOp
+from ..operators.gxf_io import FrameToTensorOp, TensorToFrameOp
+from .sources import gxf_recording, open_reader, parse_source, source_id
 
 log = logging.getLogger("holoburn")
-
-
-def parse_source(spec: str) -> tuple[str, str]:
-    """'video:PATH' -> ('video', 'PATH'), with a clear error for anything else."""
-    kind, sep, location = spec.partition(":")
-    if not sep or not location:
-        raise ValueError(f"source {spec!r}: give KIND:LOCATION, e.g. video:burns.mp4")
-    if kind != "video":
-        raise ValueError(f"source {spec!r}: kind {kind!r} is not supported yet; use video:PATH")
-    return kind, location
 
 
 @dataclass
@@ -59,7 +52,11 @@ class RunPlan:
     def __post_init__(self):
         location = self.config["source"]["location"]
         if not self.source_id and location:
-            self.source_id = f"video:{Path(parse_source(location)[1]).name}"
+            self.source_id = source_id(location)
+
+    @property
+    def source_kind(self) -> str:
+        return parse_source(self.config["source"]["location"])[0]
 
     @property
     def masks_dir(self) -> Path | None:
@@ -67,8 +64,13 @@ class RunPlan:
         return Path(masks) if masks else None
 
     def open_reader(self):
+        """The source's frame reader (None for Holoscan recordings, which replay through Holoscan)."""
         if self.reader is None:
-            self.reader = VideoReader(parse_source(self.config["source"]["location"])[1])
+            location = self.config["source"]["location"]
+            if self.source_kind == "gxf":
+                gxf_recording(parse_source(location)[1])  # fail now if the files are missing
+            else:
+                self.reader = open_reader(location, self.config)
         return self.reader
 
     def open_model(self) -> tuple[ModelCard, Backend]:
@@ -90,12 +92,29 @@ def plan_run(config: dict, out_dir: Path, *, progress=None, observers=(), keep_l
 
 
 def capture_stage(fragment, plan: RunPlan) -> list:
-    """source: frames in, each with source id, index and timestamp."""
-    src = plan.config["source"]
-    fragment.source = VideoSourceOp(fragment, reader=plan.open_reader(), source_id=plan.source_id,
-                                    realtime=src["realtime"], loop=src["loop"], max_frames=src["max_frames"],
-                                    name="source")
-    return [fragment.source]
+    """source: frames in, each with source id, index and timestamp (and, with record_gxf, a
+    Holoscan recording of the input frames on the side)."""
+    src, cfg = plan.config["source"], plan.config
+    if plan.source_kind == "gxf":
+        directory, basename = gxf_recording(parse_source(src["location"])[1])
+        replayer = VideoStreamReplayerOp(fragment, directory=str(directory), basename=basename, frame_rate=0.0,
+                                         realtime=bool(src["realtime"]), repeat=bool(src["loop"]),
+                                         count=int(src["max_frames"] or 0), name="replayer")
+        stages = [replayer, TensorToFrameOp(fragment, source_id=plan.source_id, fps=cfg["gxf"]["fps"], name="source")]
+        fragment.add_flow(*stages)
+    else:
+        fragment.source = FrameSourceOp(fragment, reader=plan.open_reader(), source_id=plan.source_id,
+                                        realtime=src["realtime"], loop=src["loop"], max_frames=src["max_frames"],
+                                        name="source")
+        stages = [fragment.source]
+    if cfg["results"]["record_gxf"]:
+        target = Path(cfg["results"]["record_gxf"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        to_tensor = FrameToTensorOp(fragment, name="record_tensor")
+        fragment.add_flow(stages[-1], to_tensor)
+        fragment.add_flow(to_tensor, VideoStreamRecorderOp(fragment, directory=str(target.parent),
+                                                           basename=target.name, name="gxf_recorder"))
+    return stages
 
 
 def analysis_stage(fragment, plan: RunPlan) -> list:
@@ -133,6 +152,7 @@ def display_stage(fragment, plan: RunPlan) -> list:
 
 
 def chain(fragment, operators: list) -> None:
+    """add_flow between neighbours (Holoscan ignores a flow it already has)."""
     if len(operators) == 1:
         fragment.add_operator(operators[0])
     for upstream, downstream in zip(operators, operators[1:]):
@@ -226,11 +246,14 @@ def write_summary(plan: RunPlan, app, started: float) -> dict | None:
         "missing_from_container": app.source.missing if getattr(app, "source", None) else None,
         "overlay_frames": recorder.writer.frames_written,
         "overlay_size": recorder.writer.size,
+        "overlay_no_signal_frames": recorder.no_signal_written,
         "lane_changes": app.router.changes if getattr(app, "router", None) else plan.ledger.lane_changes,
         "outputs": {"results": "results.jsonl", "overlay": "overlay.mp4", "summary": "summary.json",
                     "masks": str(plan.masks_dir) if plan.masks_dir else None},
     }
-    if summary["overlay_frames"] != summary["processed"]:
-        raise RuntimeError(f"overlay video has {summary['overlay_frames']} frames for {summary['processed']} processed")
+    expected = summary["processed"] + recorder.no_signal_written
+    if summary["overlay_frames"] != expected:
+        raise RuntimeError(f"overlay video has {summary['overlay_frames']} frames for {summary['processed']} processed"
+                           f" and {recorder.no_signal_written} NO SIGNAL")
     write_json(plan.out_dir / "summary.json", summary)
     return summary

@@ -25,6 +25,7 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     p.add_argument("--model", help="model card YAML (default: the shipped burn_unet_v1)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save-masks", metavar="DIR", help="also write each predicted mask as an 8-bit PNG")
+    p.add_argument("--record-gxf", metavar="DIR/BASENAME", help="also record the input frames as a Holoscan recording")
     p.add_argument("--body-region", help="named body region in view (rule of nines), for %%TBSA")
     p.add_argument("--lane", help="lane of this source: EMERGENCY | URGENT | ROUTINE | BATCH_SCREENING")
     p.add_argument("--realtime", action="store_true", default=None, help="pace frames as a camera would")
@@ -38,7 +39,8 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
 
 
 def add_run_arguments(p):
-    p.add_argument("--source", required=True, help="KIND:LOCATION, e.g. video:burns.mp4")
+    p.add_argument("--source", required=True,
+                   help="video:PATH | camera:/dev/videoN | gxf:DIR/BASENAME | dicom:PATH (file, folder or DICOMDIR)")
     _common(p, None)
 
 
@@ -57,6 +59,7 @@ def _config(args, location: str) -> dict:
         "inference.precision": args.precision,
         "inference.model": args.model,
         "results.save_masks": args.save_masks,
+        "results.record_gxf": args.record_gxf,
     })
 
 
@@ -90,13 +93,22 @@ def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, labe
     from .pipeline import plan_run, run_pipeline
 
     plan = plan_run(config, out_dir, observers=observers, keep_logits=keep_logits)
-    total = plan.reader.frame_count or None
+    total = plan.reader.frame_count if plan.reader is not None else recorded_total(config)
+    total = total or None
     if config["source"]["max_frames"]:
         total = min(total or config["source"]["max_frames"], config["source"]["max_frames"])
     plan.progress = Progress(label, total)
     print(f"holoburn: {plan.source_id} -> {out_dir} | model {plan.card.model_id} | "
           f"backend {plan.backend.name} ({plan.backend.precision}, {plan.backend.device})")
     return run_pipeline(plan)
+
+
+def recorded_total(config: dict) -> int | None:
+    from ..operators.gxf_io import recorded_frames
+    from .sources import gxf_recording, parse_source
+
+    kind, location = parse_source(config["source"]["location"])
+    return recorded_frames(*gxf_recording(location)) if kind == "gxf" else None
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:

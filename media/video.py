@@ -67,6 +67,11 @@ class VideoReader:
             ts = (self.frames_read - 1) / self.fps
         return frame, ts
 
+    def next_frame(self):
+        """The source interface: (rgb, timestamp_s, status); status None at the end."""
+        frame, ts = self.read()
+        return (frame, ts, "ok") if frame is not None else (None, None, None)
+
     @property
     def missing_frames(self) -> int:
         """Frames the container claims but that could not be decoded (a truncated file)."""
@@ -112,6 +117,10 @@ class FrameListReader:
         frame = self.frames[self.frames_read]
         self.frames_read += 1
         return frame, (self.frames_read - 1) / self.fps
+
+    def next_frame(self):
+        frame, ts = self.read()
+        return (frame, ts, "ok") if frame is not None else (None, None, None)
 
     def reopen(self) -> "FrameListReader":
         return FrameListReader(self.frames, self.fps, str(self.path))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OK = "ok"
+NO_SIGNAL = "no_signal"  # a live source delivered no picture (camera lost); shown, counted as dropped
 
 
 @dataclass

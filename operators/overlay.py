@@ -1,8 +1,8 @@
 """Overlay (CPU renderer): depth colours, burn outlines, legend and numbers on the frame."""
 from __future__ import annotations
 
-from ..clinical.overlay import annotate, summary_lines, tint
-from .frame import Frame
+from ..clinical.overlay import annotate, no_signal, summary_lines, tint
+from .frame import NO_SIGNAL, Frame
 from .stage import StageOp
 
 
@@ -16,3 +16,9 @@ class OverlayOp(StageOp):
     def process(self, frame: Frame) -> None:
         overlay = tint(frame.image, frame.mask, self.alpha)
         frame.overlay = annotate(overlay, frame.mask, summary_lines(frame.findings), frame.lane)
+        self._size = frame.overlay.shape[:2]
+
+    def after(self, frame: Frame) -> None:
+        """A camera gap is shown, not hidden: NO SIGNAL at the last picture's size."""
+        if frame.status == NO_SIGNAL:
+            frame.overlay = no_signal(*getattr(self, "_size", (480, 640)))

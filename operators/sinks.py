@@ -21,12 +21,18 @@ class OverlayVideoSinkOp(StageOp):
 
     def __init__(self, fragment, *args, writer: VideoWriter, **kwargs):
         self.writer = writer
+        self.no_signal_written = 0
         super().__init__(fragment, *args, **kwargs)
 
     def process(self, frame: Frame) -> None:
         if not self.writer.frames_written and frame.source_fps:
             self.writer.fps = frame.source_fps
         self.writer.write(frame.overlay)
+
+    def after(self, frame: Frame) -> None:
+        if not frame.ok and frame.overlay is not None:  # NO SIGNAL pictures keep the video's timing
+            self.writer.write(frame.overlay)
+            self.no_signal_written += 1
 
     def stop(self):
         self.writer.close()

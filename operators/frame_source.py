@@ -1,4 +1,4 @@
-"""Video file source: decodes a file with OpenCV and emits one Frame per decoded picture."""
+"""Frame source: emits one Frame per picture a reader delivers (video file, camera, DICOM)."""
 from __future__ import annotations
 
 import logging
@@ -6,15 +6,18 @@ import time
 
 from holoscan.core import Operator
 
-from .frame import Frame
+from .frame import OK, Frame
 
 log = logging.getLogger("holoburn.source")
 
 
-class VideoSourceOp(Operator):
-    """Emits frames of a video file in order; stops the graph's input at the end of the file.
+class FrameSourceOp(Operator):
+    """Emits the frames of a source (video file, camera, DICOM, memory) in order; stops the
+    graph's input at the end. A frame the source could not deliver (a camera gap, an undecodable
+    DICOM file) is still emitted, with its status, so it is counted.
 
-    reader: a media.video.VideoReader (or anything with its read/reopen/close interface).
+    reader: anything with next_frame() -> (rgb, timestamp_s, status), reopen(), close(), fps,
+    frames_read and missing_frames (media.video.VideoReader, media.camera.CameraReader, ...).
     realtime: pace frames by their timestamps (as a camera would deliver them); otherwise as fast
     as the pipeline takes them. loop: start again at the end (for demos and soak runs).
     max_frames: stop after this many frames (None: the whole file).
@@ -41,20 +44,21 @@ class VideoSourceOp(Operator):
         if self.max_frames is not None and self.emitted >= self.max_frames:
             self._finish()
             return
-        image, ts = self.reader.read()
-        if image is None and self.loop and self.reader.frames_read:
+        image, ts, status = self.reader.next_frame()
+        if status is None and self.loop and self.reader.frames_read:
             self._loop_offset_s += ts_or_duration(self.reader)
             self.missing += self.reader.missing_frames
             self.reader = self.reader.reopen()
-            image, ts = self.reader.read()
-        if image is None:
+            image, ts, status = self.reader.next_frame()
+        if status is None:
             self._finish()
             return
-        ts += self._loop_offset_s
-        if self.realtime:
+        ts = (ts or 0.0) + self._loop_offset_s
+        if self.realtime and status == OK:
             self._pace(ts)
-        op_output.emit(Frame(source=self.source_id, index=self.emitted, timestamp_s=ts,
-                              source_fps=self.reader.fps or 0.0, image=image), "out")
+        frame = Frame(source=self.source_id, index=self.emitted, timestamp_s=ts, source_fps=self.reader.fps or 0.0,
+                      image=image, status=status)
+        op_output.emit(frame, "out")
         self.emitted += 1
 
     def _pace(self, ts: float) -> None:
@@ -68,7 +72,7 @@ class VideoSourceOp(Operator):
     def _finish(self) -> None:
         if self.reader is not None:
             self.missing += self.reader.missing_frames
-            if self.reader.missing_frames:
+            if self.reader.missing_frames and self.reader.frame_count:
                 log.warning(
                     "%s: the container lists %d frames but only %d decoded; %d missing (truncated or corrupt file)",
                     self.reader.path, self.reader.frame_count, self.reader.frames_read, self.reader.missing_frames,

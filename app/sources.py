@@ -1,0 +1,57 @@
+"""Sources by kind: `video:PATH`, `camera:/dev/videoN`, `gxf:DIR/BASENAME`, `dicom:PATH`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+KINDS = ("video", "camera", "gxf", "dicom")
+
+
+def parse_source(spec: str) -> tuple[str, str]:
+    """'video:PATH' -> ('video', 'PATH'), with a clear error for anything else."""
+    kind, sep, location = str(spec).partition(":")
+    if not sep or not location:
+        raise ValueError(f"source {spec!r}: give KIND:LOCATION with KIND one of {', '.join(KINDS)} (e.g. video:burns.mp4)")
+    if kind not in KINDS:
+        raise ValueError(f"source {spec!r}: kind {kind!r} is not supported; use one of {', '.join(KINDS)}")
+    return kind, location
+
+
+def source_id(spec: str) -> str:
+    kind, location = parse_source(spec)
+    return f"{kind}:{location}" if kind == "camera" else f"{kind}:{Path(location).name}"
+
+
+def gxf_recording(location: str) -> tuple[Path, str]:
+    """'DIR/BASENAME' -> (DIR, BASENAME), checking both files of the recording exist."""
+    path = Path(location)
+    directory, basename = path.parent, path.name
+    for suffix in (".gxf_entities", ".gxf_index"):
+        part = directory / f"{basename}{suffix}"
+        if not part.is_file():
+            raise FileNotFoundError(f"Holoscan recording {location}: {part} not found "
+                                    "(give gxf:DIR/BASENAME without the .gxf_* suffix)")
+        if part.stat().st_size == 0:
+            raise ValueError(f"Holoscan recording {location}: {part} is empty")
+    return directory, basename
+
+
+def open_reader(spec: str, config: dict):
+    """A frame reader for the kinds that have one (video, camera, dicom); gxf replays through
+    Holoscan's own operator instead."""
+    kind, location = parse_source(spec)
+    if kind == "video":
+        from ..media.video import VideoReader
+
+        return VideoReader(location)
+    if kind == "camera":
+        from ..media.camera import Backoff, CameraReader
+
+        cam = config["camera"]
+        return CameraReader(location, width=cam["width"], height=cam["height"], fps=cam["fps"],
+                            pixel_format=cam["pixel_format"],
+                            backoff=Backoff(cam["retry_initial_s"], cam["retry_max_s"]))
+    if kind == "dicom":
+        from .dicom_source import DicomReader
+
+        return DicomReader(location, config)
+    return None

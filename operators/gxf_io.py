@@ -1,0 +1,60 @@
+"""Holoscan recordings (`.gxf_entities` / `.gxf_index`): frames in from VideoStreamReplayerOp,
+frames out to VideoStreamRecorderOp, so footage recorded by any Holoscan device replays here."""
+from __future__ import annotations
+
+import numpy as np
+from holoscan.core import Operator
+
+from .frame import Frame
+
+INDEX_ENTRY_BYTES = 24  # one entry of a .gxf_index file per recorded frame (seen with Holoscan 4.6)
+
+
+class TensorToFrameOp(Operator):
+    """Replayed tensor (H, W, 3|4) uint8 -> Frame with source id, index and timestamp."""
+
+    def __init__(self, fragment, *args, source_id: str, fps: float, **kwargs):
+        self.source_id, self.fps = source_id, fps
+        self.count = 0
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in")
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context):
+        tensors = op_input.receive("in")
+        frame = Frame(source=self.source_id, index=self.count, timestamp_s=self.count / self.fps, source_fps=self.fps)
+        frame.image, frame.status = tensor_to_rgb(tensors)
+        op_output.emit(frame, "out")
+        self.count += 1
+
+
+def tensor_to_rgb(tensors) -> tuple:
+    """The first tensor of a replayed message as (H, W, 3) uint8 RGB, or (None, reason)."""
+    if not tensors:
+        return None, "empty_message"
+    array = np.asarray(next(iter(tensors.values())))
+    if array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8:
+        return np.ascontiguousarray(array[..., :3]), "ok"
+    return None, f"unsupported_tensor_{'x'.join(map(str, array.shape))}_{array.dtype}"
+
+
+class FrameToTensorOp(Operator):
+    """Frame -> {"": (H, W, 3) uint8} for VideoStreamRecorderOp; frames without a picture are skipped."""
+
+    def setup(self, spec):
+        spec.input("in")
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context):
+        frame: Frame = op_input.receive("in")
+        if frame.image is not None:
+            op_output.emit({"": np.ascontiguousarray(frame.image)}, "out")
+
+
+def recorded_frames(directory, basename) -> int:
+    """Frames in a recording, from the size of its index."""
+    from pathlib import Path
+
+    return (Path(directory) / f"{basename}.gxf_index").stat().st_size // INDEX_ENTRY_BYTES
