@@ -87,7 +87,7 @@ def test_bad_input_gives_a_clear_error(tmp_path, tiny_card, case):
         target.write_text("this is a text file, not a video\n" * 20)
     elif case == "empty":
         target.write_bytes(b"")
-    source = f"camera:{target}" if case == "bad_kind" else f"video:{target}"
+    source = f"webcam:{target}" if case == "bad_kind" else f"video:{target}"
     result = holoburn("run", "--source", source, "--model", tiny_card, "--out", tmp_path / "out")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
