@@ -44,6 +44,8 @@ SUBCOMMANDS = {
     "run": ("app.run", "add_run_arguments", "run_run", "segment a video and write overlay, results and summary"),
     "validate": ("app.validate", "add_validate_arguments", "run_validate", "replay a recording against ground-truth masks; metrics and report"),
     "convert": ("app.convert", "add_convert_arguments", "run_convert", "write a video file as a Holoscan recording (.gxf_entities)"),
+    "config": ("app.config_check", "add_config_arguments", "run_config", "check a config file: every unknown key and bad value, with its line"),
+    "health": ("app.metrics_endpoint", "add_health_arguments", "run_health", "exit 0 while the running pipeline's metrics show recent frames (container health check)"),
     "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
     "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     module, runner = args._runner
     try:
-        return int(getattr(importlib.import_module(f"holoburn.{module}"), runner)(args) or 0)
+        status = getattr(importlib.import_module(f"holoburn.{module}"), runner)(args)
+        return status if isinstance(status, int) else 0
     except _user_errors() as exc:
         print(f"holoburn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -220,7 +220,9 @@ class DistributedBurnPipeline(Application):
 def run_pipeline(plan: RunPlan, app: Application | None = None) -> dict:
     """Run the graph to the end of the source; write and return the run summary."""
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    app = app or BurnPipeline(plan)
+    # an explicit argv: Holoscan must not read holoburn's own command line (it would take
+    # `--config` as its own option)
+    app = app or BurnPipeline(plan, ["holoburn"])
     # A fragment that waits for frames from another process looks idle between them: give it
     # time before calling that a deadlock, or it stops while frames are still on the wire.
     patience_ms = plan.config["scheduler"]["distributed_idle_ms"] if isinstance(app, DistributedBurnPipeline) else 0

@@ -92,7 +92,16 @@ def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, labe
     """Plan and run the graph with a progress bar; the one way every command replays a source."""
     from .pipeline import plan_run, run_pipeline
 
+    metrics = None
+    if config["metrics"]["enabled"]:
+        from .metrics_endpoint import PipelineMetrics
+
+        metrics = PipelineMetrics()
+        metrics.start(config["metrics"]["host"], config["metrics"]["port"])
+        observers = (*observers, metrics.observer)
     plan = plan_run(config, out_dir, observers=observers, keep_logits=keep_logits)
+    if metrics:
+        metrics.describe(model_id=plan.card.model_id, **plan.backend.describe())
     total = plan.reader.frame_count if plan.reader is not None else recorded_total(config)
     total = total or None
     if config["source"]["max_frames"]:
@@ -100,7 +109,11 @@ def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, labe
     plan.progress = Progress(label, total)
     print(f"holoburn: {plan.source_id} -> {out_dir} | model {plan.card.model_id} | "
           f"backend {plan.backend.name} ({plan.backend.precision}, {plan.backend.device})")
-    return run_pipeline(plan)
+    try:
+        return run_pipeline(plan)
+    finally:
+        if metrics:
+            metrics.stop()
 
 
 def recorded_total(config: dict) -> int | None:
