@@ -46,11 +46,26 @@ SUBCOMMANDS = {
     "convert": ("app.convert", "add_convert_arguments", "run_convert", "write a video file as a Holoscan recording (.gxf_entities)"),
     "config": ("app.config_check", "add_config_arguments", "run_config", "check a config file: every unknown key and bad value, with its line"),
     "health": ("app.metrics_endpoint", "add_health_arguments", "run_health", "exit 0 while the running pipeline's metrics show recent frames (container health check)"),
+    "deid": ("clinical.deid", "add_deid_arguments", "run_deid", "de-identify DICOM files (PS3.15 Annex E basic profile), audited"),
+    "audit": ("app.cli", "add_audit_arguments", "run_audit", "check an audit log: holoburn audit verify LOG"),
     "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
     "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
 }
 GRAPH_COMMANDS = {"demo", "run", "bench", "validate", "convert"}
+
+
+def add_audit_arguments(p):
+    from ..clinical.audit import add_verify_arguments
+
+    actions = p.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
+    add_verify_arguments(actions.add_parser("verify", help="detect edited, removed, inserted or reordered entries"))
+
+
+def run_audit(args) -> int:
+    from ..clinical.audit import run_verify
+
+    return run_verify(args)
 
 
 class UserError(Exception):

@@ -48,8 +48,12 @@ class RunPlan:
     observers: tuple = ()
     keep_logits: bool = False
     ledger: RunLedger = field(default_factory=RunLedger)
+    exporter: object = None  # DICOM results export, for DICOM sources
 
     def __post_init__(self):
+        audit = Path(self.config["dicom"]["audit_log"])
+        if not audit.is_absolute():  # the audit log of a run lives with its results
+            self.config = {**self.config, "dicom": {**self.config["dicom"], "audit_log": str(self.out_dir / audit)}}
         location = self.config["source"]["location"]
         if not self.source_id and location:
             self.source_id = source_id(location)
@@ -86,8 +90,13 @@ class RunPlan:
 def plan_run(config: dict, out_dir: Path, *, progress=None, observers=(), keep_logits=False) -> RunPlan:
     """Open the source and the model before the graph starts, so bad input fails at once."""
     plan = RunPlan(config, Path(out_dir), progress=progress, observers=tuple(observers), keep_logits=keep_logits)
-    plan.open_reader()
     plan.open_model()
+    reader = plan.open_reader()
+    if plan.source_kind == "dicom" and config["dicom"]["export"]:
+        from .dicom_source import DicomExporter
+
+        plan.exporter = DicomExporter(plan.out_dir / "dicom", reader.audit)
+        plan.observers = (*plan.observers, plan.exporter)
     return plan
 
 
@@ -250,6 +259,9 @@ def write_summary(plan: RunPlan, app, started: float) -> dict | None:
         "overlay_size": recorder.writer.size,
         "overlay_no_signal_frames": recorder.no_signal_written,
         "lane_changes": app.router.changes if getattr(app, "router", None) else plan.ledger.lane_changes,
+        "sources_skipped": list(getattr(plan.reader, "skipped", [])),
+        "dicom_exported_frames": plan.exporter.written if plan.exporter else None,
+        "dicom_export_failures": plan.exporter.failed if plan.exporter else None,
         "outputs": {"results": "results.jsonl", "overlay": "overlay.mp4", "summary": "summary.json",
                     "masks": str(plan.masks_dir) if plan.masks_dir else None},
     }

@@ -53,5 +53,5 @@ def open_reader(spec: str, config: dict):
     if kind == "dicom":
         from .dicom_source import DicomReader
 
-        return DicomReader(location, config)
+        return DicomReader(location, config, Path(config["dicom"]["audit_log"]))
     return None

@@ -58,6 +58,8 @@ class FrameSourceOp(Operator):
             self._pace(ts)
         frame = Frame(source=self.source_id, index=self.emitted, timestamp_s=ts, source_fps=self.reader.fps or 0.0,
                       image=image, status=status)
+        if hasattr(self.reader, "frame_extra"):  # e.g. a DICOM frame's de-identified header
+            frame.extra = dict(self.reader.frame_extra())
         op_output.emit(frame, "out")
         self.emitted += 1
 

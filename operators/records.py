@@ -11,6 +11,10 @@ import numpy as np
 from .frame import Frame
 
 
+#: source metadata that results may carry (never patient identifiers: DICOM UIDs are remapped)
+ORIGIN_KEYS = ("dicom_source", "frame_in_file", "dicom_file")
+
+
 def result_record(frame: Frame, latency_ms: float) -> dict:
     """The JSON-lines record of one frame that entered the graph (see README: output contract)."""
     findings = frame.findings or {}
@@ -30,6 +34,8 @@ def result_record(frame: Frame, latency_ms: float) -> dict:
         "triage": findings.get("triage"),
         "latency_ms": round(latency_ms, 3),
         "stage_ms": {k: round(v, 3) for k, v in frame.stage_ms.items()},
+        # where the frame came from inside its source (DICOM: de-identified instance, frame in file)
+        "origin": {k: v for k, v in frame.extra.items() if k in ORIGIN_KEYS} or None,
     }
 
 
