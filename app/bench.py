@@ -74,7 +74,7 @@ def run_bench(args) -> int:
     location = args.source.partition(":")[2] if args.source else str(sample_video())
     frames, fps = decode(location, args.frames)
     card = load_card(args.model)
-    config = load_config(None, {"inference.backend": args.backend, "inference.precision": args.precision,
+    config = load_config(None, {"source.location": f"video:{location}", "inference.backend": args.backend, "inference.precision": args.precision,
                                 "inference.threads": args.threads})
     backend = open_backend(card, args.backend, args.precision, "cpu", threads=args.threads)
     plain_loop(frames[:5], backend, card)  # warm-up: session allocations, caches
