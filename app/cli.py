@@ -48,6 +48,7 @@ SUBCOMMANDS = {
     "health": ("app.metrics_endpoint", "add_health_arguments", "run_health", "exit 0 while the running pipeline's metrics show recent frames (container health check)"),
     "deid": ("clinical.deid", "add_deid_arguments", "run_deid", "de-identify DICOM files (PS3.15 Annex E basic profile), audited"),
     "audit": ("app.cli", "add_audit_arguments", "run_audit", "check an audit log: holoburn audit verify LOG"),
+    "engine": ("engines.toolchain", "add_engine_arguments", "run_engine", "build, list, verify or clear inference engines (fp32/fp16/int8, gated)"),
     "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
     "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
@@ -75,10 +76,12 @@ class UserError(Exception):
 def _user_errors() -> tuple:
     from ..engines.backend import BackendUnavailable
     from ..engines.card import ModelCardError
+    from ..engines.precision import GateRefused, PrecisionModelMissing
     from ..media.video import VideoError
     from .config import ConfigError
 
-    return (UserError, VideoError, ModelCardError, BackendUnavailable, ConfigError, FileNotFoundError, ValueError)
+    return (UserError, VideoError, ModelCardError, BackendUnavailable, ConfigError, FileNotFoundError, ValueError,
+            PrecisionModelMissing, GateRefused)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

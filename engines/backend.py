@@ -23,7 +23,7 @@ BACKEND_MODULES = {
     "tensorrt-rtx": "tensorrt_backend",
 }
 #: what `auto` tries, best first, on a CUDA device and on the CPU
-AUTO_ORDER = {"cuda": ("tensorrt", "torch", "onnxruntime"), "cpu": ("onnxruntime",)}
+AUTO_ORDER = {"cuda": ("tensorrt", "tensorrt-rtx", "torch", "onnxruntime"), "cpu": ("onnxruntime",)}
 
 
 class BackendUnavailable(RuntimeError):
@@ -49,6 +49,12 @@ class Backend:
 
     def infer(self, batch, stream=None):  # pragma: no cover - interface
         raise NotImplementedError
+
+    def reserve(self, batch: int, height: int, width: int) -> None:
+        """Allocate (or capture) what one input shape needs now, at start-up, not at the first frame.
+
+        Backends without per-shape state (ONNX Runtime) need nothing here.
+        """
 
     def describe(self) -> dict:
         return {

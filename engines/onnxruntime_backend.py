@@ -38,7 +38,8 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run([self._output_name], {self._input_name: batch})[0]
 
 
-def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "onnxruntime", threads: int | None = None, **_):
+def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "onnxruntime", threads: int | None = None,
+         cache_dir=None, **_):
     from .precision import model_for_precision
 
-    return OnnxRuntimeBackend(model_for_precision(card, precision), precision, device, threads)
+    return OnnxRuntimeBackend(model_for_precision(card, precision, cache_dir), precision, device, threads)

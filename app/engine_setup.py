@@ -1,0 +1,43 @@
+"""Before the first frame: make sure the engine for (backend, precision) exists.
+
+FP16 and INT8 models are converted, calibrated and passed through the accuracy gate once, then
+taken from the engine cache. Without a user-given held-out set or calibration frames, holoburn
+generates them with `holoburn synth` from seeds never used in training (the shipped model is a
+synthetic-data model; for your own model, give your own sets in the config).
+"""
+from __future__ import annotations
+
+import sys
+
+HOLDOUT_SEED = 4_000_001  # not the training (1) or held-out (1_000_001) seeds of burn_unet_v1
+CALIBRATION_SEED = 5_000_001
+
+
+def synthetic_sets(holdout_frames: int = 24, calibration_frames: int = 32, size=(640, 480)):
+    from .synth import iter_frames
+
+    holdout = list(iter_frames(holdout_frames, HOLDOUT_SEED, size))
+    calibration = [frame for frame, _ in iter_frames(calibration_frames, CALIBRATION_SEED, size)]
+    return holdout, calibration
+
+
+def ensure_engine(card, backend: str, precision: str, inference: dict) -> None:
+    """Build the missing artefact (conversion + gate) into the cache; raises GateRefused if refused."""
+    from ..engines import toolchain
+    from ..engines.gate import load_labelled_set
+    from ..engines.quantize import iter_frames_rgb
+
+    holdout = calibration = None
+    if inference["holdout"]:
+        holdout = load_labelled_set(inference["holdout"], None)
+    if precision == "int8" and inference["calibration"]:
+        calibration = list(iter_frames_rgb(inference["calibration"], None))
+    if holdout is None or (precision == "int8" and calibration is None):
+        generated_holdout, generated_calibration = synthetic_sets()
+        holdout = holdout or generated_holdout
+        calibration = calibration or generated_calibration
+    print(f"holoburn: building the {precision} model of {card.model_id} (conversion and accuracy gate); "
+          "once per model, then cached", file=sys.stderr)
+    outcome = toolchain.build(card, backend, precision, holdout=holdout, calibration_frames=calibration,
+                              threads=inference["threads"])
+    print(f"holoburn: {outcome.precision} model accepted ({outcome.seconds:.1f} s): {outcome.artefact}", file=sys.stderr)

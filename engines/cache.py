@@ -1,0 +1,319 @@
+"""The engine cache: built engines and converted models, keyed by everything that makes them valid.
+
+Layout under the cache root (`$HOLOBURN_ENGINE_CACHE`, else `$XDG_CACHE_HOME/holoburn/engines`,
+else `~/.cache/holoburn/engines`; never beside the model, whose directory may be read-only):
+
+    <stem>.json                 header: key fields, payload file name, size and sha256 (the commit record)
+    <stem>.<sha12><suffix>      payload: the engine plan or the converted ONNX
+    <stem>.gate.md / .gate.json accuracy-gate table of the last build of that key, accepted or not
+    timing/                     TensorRT timing caches and TensorRT-RTX runtime caches
+
+`stem` is `<model_id>-<backend>-<precision>-<digest16>`, where digest is the sha256 of the key
+fields, so a renamed or copied-in file cannot pass for another key. Every write is atomic (temp
+file in the same directory, fsync, os.replace, fsync of the directory); the payload is written
+first and the header last, so a reader sees either the old entry, the new one or none, and two
+processes building the same key at once each leave a complete entry. A header whose payload is
+missing, of the wrong size or the wrong sha256 is corrupt: lookups report it, delete it and
+answer "miss", so the caller rebuilds instead of trusting it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+log = logging.getLogger("holoburn.engines.cache")
+
+ENV_VAR = "HOLOBURN_ENGINE_CACHE"
+FORMAT = "holoburn-engine-cache/1"
+HEADER_SUFFIX = ".json"
+
+
+def cache_root(explicit: str | os.PathLike | None = None) -> Path:
+    """The cache directory: `explicit`, else $HOLOBURN_ENGINE_CACHE, else the user cache dir."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "holoburn" / "engines"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything that decides whether a cached artefact can be used here.
+
+    model_sha256: sha256 of the ONNX the artefact was made from. backend: e.g. "tensorrt-rtx" or
+    "onnx-int8" for a converted model. gpu_name / compute_capability / sm_count: the device it was
+    built for ("any" for device-independent artefacts). profile: the optimization profile, e.g.
+    "b1-4:224-512-1024"; recipe: a digest of the conversion settings (calibration method, layers
+    kept in higher precision, ...), "" when there are none.
+    """
+
+    model_sha256: str
+    backend: str
+    backend_version: str
+    gpu_name: str
+    compute_capability: str
+    sm_count: int
+    precision: str
+    profile: str
+    recipe: str = ""
+
+    def digest(self) -> str:
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def fields(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CacheEntry:
+    """One entry as found on disk. `problem` is None for a sound entry, else what is wrong."""
+
+    header_path: Path
+    header: dict = field(default_factory=dict)
+    problem: str | None = None
+
+    @property
+    def payload_path(self) -> Path | None:
+        name = self.header.get("payload")
+        return self.header_path.parent / name if name else None
+
+    @property
+    def stem(self) -> str:
+        return self.header_path.name[: -len(HEADER_SUFFIX)]
+
+    @property
+    def key(self) -> dict:
+        return self.header.get("key", {})
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | Callable[[object], None]) -> Path:
+    """Write `data` (bytes, or a function that writes into a binary file) to `path` atomically.
+
+    A temp file in the same directory is written, flushed and fsynced, then renamed over `path`;
+    on any failure the temp file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)[:48]
+
+
+class EngineCache:
+    """A directory of keyed artefacts (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = cache_root(root)
+
+    # -- names ---------------------------------------------------------------------------------
+    def stem(self, key: EngineKey, model_id: str = "model") -> str:
+        return f"{_safe(model_id)}-{_safe(key.backend)}-{_safe(key.precision)}-{key.digest()[:16]}"
+
+    def header_path(self, key: EngineKey, model_id: str = "model") -> Path:
+        return self.root / (self.stem(key, model_id) + HEADER_SUFFIX)
+
+    def report_base(self, key: EngineKey, model_id: str = "model") -> Path:
+        """Where the accuracy-gate table of this key goes: `<base>.gate.md` and `<base>.gate.json`."""
+        return self.root / self.stem(key, model_id)
+
+    def timing_dir(self) -> Path:
+        return self.root / "timing"
+
+    def _find_header(self, key: EngineKey) -> Path | None:
+        digest = key.digest()[:16]
+        if not self.root.is_dir():
+            return None
+        for header in self.root.glob(f"*-{digest}{HEADER_SUFFIX}"):
+            return header
+        return None
+
+    # -- reading -------------------------------------------------------------------------------
+    def inspect(self, header_path: Path, expected: EngineKey | None = None, check_sha: bool = True) -> CacheEntry:
+        """Read and check one entry: header readable, key consistent, payload complete and intact."""
+        entry = CacheEntry(Path(header_path))
+        try:
+            entry.header = json.loads(entry.header_path.read_text())
+        except (OSError, ValueError) as exc:
+            entry.problem = f"header unreadable ({exc.__class__.__name__}: {exc})"
+            return entry
+        if not isinstance(entry.header, dict) or entry.header.get("format") != FORMAT:
+            entry.problem = f"not a holoburn cache header (format {entry.header.get('format') if isinstance(entry.header, dict) else '?'!r})"
+            entry.header = entry.header if isinstance(entry.header, dict) else {}
+            return entry
+        try:
+            stored_key = EngineKey(**entry.header["key"])
+        except (KeyError, TypeError) as exc:
+            entry.problem = f"header key malformed ({exc})"
+            return entry
+        if not entry.stem.endswith(stored_key.digest()[:16]):
+            entry.problem = "foreign entry: its key fields do not hash to its file name"
+            return entry
+        if expected is not None and stored_key != expected:
+            entry.problem = "foreign entry: built for another key"
+            return entry
+        payload = entry.payload_path
+        if payload is None or not payload.is_file():
+            entry.problem = f"payload {entry.header.get('payload')!r} missing"
+            return entry
+        size = payload.stat().st_size
+        if size != entry.header.get("payload_bytes"):
+            entry.problem = f"payload truncated or replaced: {size} bytes, header says {entry.header.get('payload_bytes')}"
+            return entry
+        if check_sha and sha256_of(payload) != entry.header.get("payload_sha256"):
+            entry.problem = "payload sha256 does not match its header (corrupt or foreign bytes)"
+        return entry
+
+    def lookup(self, key: EngineKey) -> CacheEntry | None:
+        """The sound entry for `key`, or None. A corrupt entry is logged and removed (rebuild, don't trust)."""
+        header = self._find_header(key)
+        if header is None:
+            return None
+        entry = self.inspect(header, expected=key)
+        if entry.ok:
+            return entry
+        log.warning("engine cache: discarding %s: %s; it will be rebuilt", header, entry.problem)
+        self.remove(entry)
+        return None
+
+    def entries(self, check_sha: bool = True) -> Iterator[CacheEntry]:
+        if not self.root.is_dir():
+            return
+        for header in sorted(self.root.glob(f"*{HEADER_SUFFIX}")):
+            if header.name.endswith((".gate.json",)):
+                continue
+            yield self.inspect(header, check_sha=check_sha)
+
+    def orphans(self) -> list[Path]:
+        """Payload files that no header names (left by an interrupted or superseded write)."""
+        named = {e.header.get("payload") for e in self.entries(check_sha=False)}
+        out = []
+        for path in self.root.glob("*") if self.root.is_dir() else ():
+            if path.is_file() and not path.name.endswith((HEADER_SUFFIX, ".gate.md")) and path.name not in named:
+                out.append(path)
+        return out
+
+    # -- writing -------------------------------------------------------------------------------
+    def store(self, key: EngineKey, payload: bytes | Path, *, model_id: str = "model", suffix: str = ".engine", meta: dict | None = None) -> CacheEntry:
+        """Store `payload` (bytes or a file to copy) under `key`, atomically; return the entry."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if isinstance(payload, (str, os.PathLike)):
+            payload = Path(payload).read_bytes()
+        payload_sha = hashlib.sha256(payload).hexdigest()
+        stem = self.stem(key, model_id)
+        payload_name = f"{stem}.{payload_sha[:12]}{suffix}"
+        previous = self._find_header(key)
+        previous_payload = None
+        if previous is not None:
+            try:
+                previous_payload = json.loads(previous.read_text()).get("payload")
+            except (OSError, ValueError):
+                pass
+        atomic_write(self.root / payload_name, payload)
+        header = {
+            "format": FORMAT,
+            "key": key.fields(),
+            "key_sha256": key.digest(),
+            "model_id": model_id,
+            "payload": payload_name,
+            "payload_bytes": len(payload),
+            "payload_sha256": payload_sha,
+            "created_unix": time.time(),
+            "meta": meta or {},
+        }
+        header_path = self.root / (stem + HEADER_SUFFIX)
+        atomic_write(header_path, json.dumps(header, indent=1, sort_keys=True).encode())
+        if previous_payload and previous_payload != payload_name:
+            (self.root / previous_payload).unlink(missing_ok=True)
+        return CacheEntry(header_path, header)
+
+    def remove(self, entry: CacheEntry) -> None:
+        """Delete an entry's header and payload, unless another writer has replaced it meanwhile."""
+        payload = entry.payload_path
+        if payload is not None:
+            try:
+                current = json.loads(entry.header_path.read_text()).get("payload")
+            except (OSError, ValueError, AttributeError):
+                current = payload.name
+            if current != payload.name:
+                return  # a newer entry took this key after we read it: leave it alone
+        entry.header_path.unlink(missing_ok=True)
+        if payload is not None and payload.parent == self.root:
+            payload.unlink(missing_ok=True)
+
+    def clear(self, predicate: Callable[[CacheEntry], bool] | None = None) -> int:
+        """Remove entries (all, or those `predicate` accepts) and orphaned payloads; return the count."""
+        removed = 0
+        for entry in list(self.entries(check_sha=False)):
+            if predicate is None or predicate(entry):
+                self.remove(entry)
+                for extra in (".gate.md", ".gate.json"):
+                    (self.root / (entry.stem + extra)).unlink(missing_ok=True)
+                removed += 1
+        if predicate is None:
+            for path in self.orphans():
+                path.unlink(missing_ok=True)
+            for path in self.root.glob("*.gate.*") if self.root.is_dir() else ():
+                path.unlink(missing_ok=True)
+        return removed
+
+    def get_or_build(self, key: EngineKey, build: Callable[[], bytes], *, model_id: str = "model", suffix: str = ".engine", meta: dict | None = None) -> tuple[CacheEntry, bool]:
+        """The entry for `key`, building and storing it on a miss. Returns (entry, was_hit)."""
+        entry = self.lookup(key)
+        if entry is not None:
+            return entry, True
+        return self.store(key, build(), model_id=model_id, suffix=suffix, meta=meta), False

@@ -1,0 +1,180 @@
+"""PyTorch: the GPU fallback where TensorRT is absent (and a CPU check of the same weights).
+
+Loads the card's state dict (`torch_state_dict:` in the card, else `<onnx stem>.pt` beside it)
+into BurnUNet (engines/unet.py), in eval mode. Precisions: fp32, and fp16 as `.half()` weights
+with the card's sensitive layers kept in float32 (their ONNX node names, e.g.
+"/enc1/enc1.0/Conv", name the module "enc1.0"); int8 is not offered here (use tensorrt or
+onnxruntime). Graph inputs and outputs stay float32 either way.
+
+Modes on CUDA: "eager", or "graph" (default): one CUDA graph per input shape, captured on the
+first batch of that shape (or at `reserve()`), then replayed: the shapes a lane sees are static.
+Work runs on the caller's stream (a CuPy or torch stream, or a raw handle); without one, on a
+stream the backend owns, never the default stream.
+
+infer(batch): (N, 3, H, W) float32 -> (N, C, H, W) float32 logits. A CuPy or torch CUDA input
+returns the same kind, without a host sync (in graph mode a view of the graph's static output,
+valid until the next infer() of that shape); a NumPy input returns NumPy.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .backend import Backend, BackendUnavailable, TensorInfo
+from .card import ModelCard, ModelCardError
+
+log = logging.getLogger("holoburn.engines.torch")
+
+
+def state_dict_path(card: ModelCard):
+    name = card.raw.get("torch_state_dict") or (card.onnx_path.stem + ".pt")
+    return card.sibling(name)
+
+
+def module_names_for(onnx_nodes, modules) -> list[str]:
+    """Module paths named by ONNX node names of the TorchScript exporter ("/a/a.0/Conv" -> "a.0")."""
+    found = []
+    for node in onnx_nodes:
+        parts = [p for p in str(node).strip("/").split("/") if p]
+        candidates = parts[:-1][::-1] + [".".join(parts[:-1])]
+        hit = next((c for c in candidates if c in modules), None)
+        if hit:
+            found.append(hit)
+        else:
+            log.debug("sensitive layer %s has no matching torch module; left in the model's precision", node)
+    return found
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, card: ModelCard, precision: str = "fp32", device: str = "cpu", mode: str = "graph", stream=None):
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendUnavailable(f"PyTorch is not installed ({exc}); pip install 'holoburn[train]'") from None
+        from .unet import build_model
+
+        if precision == "int8":
+            raise BackendUnavailable("the torch backend has no int8; use --backend tensorrt or onnxruntime for int8")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable(f"this PyTorch ({torch.__version__}) sees no CUDA device")
+        if mode not in ("eager", "graph"):
+            raise ValueError(f"torch backend mode must be eager or graph, got {mode!r}")
+        arch = card.raw.get("architecture") or {}
+        if arch.get("name", "BurnUNet") != "BurnUNet":
+            raise ModelCardError(f"card {card.path}: the torch backend builds only BurnUNet, not {arch.get('name')!r}")
+        weights = state_dict_path(card)
+        if not weights.is_file():
+            raise BackendUnavailable(f"no PyTorch weights for {card.model_id}: {weights} does not exist (name it in the card as torch_state_dict)")
+        self._torch = torch
+        self.precision, self.device = precision, device
+        self.version = str(torch.__version__)
+        self.mode = mode if device.startswith("cuda") else "eager"
+        self._device = torch.device(device)
+        model = build_model(card.num_classes, tuple(arch.get("widths") or (16, 32, 64, 128)))
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ModelCardError(f"{weights} does not fit the BurnUNet the card {card.path} describes: {exc}") from None
+        model = model.eval().to(self._device)
+        self._dtype = torch.float32
+        if precision == "fp16":
+            model = model.half()
+            self._dtype = torch.float16
+            modules = dict(model.named_modules())
+            for name in module_names_for(card.sensitive_layers, modules):
+                self._keep_fp32(modules[name])
+        self.model = model
+        self.inputs = (TensorInfo(card.input_name, ("N", 3, "H", "W"), "float32"),)
+        self.outputs = (TensorInfo(card.output_name, ("N", card.num_classes, "H", "W"), "float32"),)
+        self._graphs: dict[tuple, tuple] = {}  # input shape -> (graph, static input, static output)
+        self._stream = None
+        if self._device.type == "cuda":
+            self._stream = self._as_stream(stream) if stream is not None else torch.cuda.Stream(self._device)
+
+    def _keep_fp32(self, module) -> None:
+        torch = self._torch
+        module.float()
+        module.register_forward_pre_hook(lambda _m, args: tuple(a.float() if torch.is_tensor(a) else a for a in args))
+        module.register_forward_hook(lambda _m, _args, out: out.half())
+
+    def _as_stream(self, stream):
+        torch = self._torch
+        if isinstance(stream, torch.cuda.Stream):
+            return stream
+        handle = stream if isinstance(stream, int) else getattr(stream, "ptr", None)
+        if not handle:
+            raise ValueError("pass the lane's CUDA stream (CuPy/torch stream or handle), not the default stream")
+        return torch.cuda.ExternalStream(handle, device=self._device)
+
+    def _forward(self, x):
+        out = self.model(x if x.dtype == self._dtype else x.to(self._dtype))
+        return out if out.dtype == self._torch.float32 else out.float()
+
+    def _graph_for(self, shape: tuple, stream):
+        torch = self._torch
+        if shape not in self._graphs:
+            static_in = torch.zeros(shape, dtype=torch.float32, device=self._device)
+            side = torch.cuda.Stream(self._device)
+            side.wait_stream(stream)
+            with torch.cuda.stream(side), torch.inference_mode():
+                for _ in range(3):  # warm-up: cuDNN picks its algorithms before the capture
+                    self._forward(static_in)
+            stream.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=side):
+                static_out = self._forward(static_in)
+            stream.wait_stream(side)
+            self._graphs[shape] = (graph, static_in, static_out)
+        return self._graphs[shape]
+
+    def reserve(self, batch: int, height: int, width: int) -> None:
+        """Capture the CUDA graph of one input shape now (start-up), not at the first frame."""
+        if self.mode == "graph":
+            self._graph_for((batch, 3, height, width), self._stream)
+
+    def infer(self, batch, stream=None, out=None):
+        torch = self._torch
+        kind = type(batch).__module__.split(".")[0]
+        if self._device.type != "cuda":
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)) if kind == "numpy" else batch
+            with torch.inference_mode():
+                result = self._forward(x)
+            return result.numpy() if kind == "numpy" else result
+        lane = self._as_stream(stream) if stream is not None else self._stream
+        with torch.cuda.stream(lane), torch.inference_mode():
+            if kind == "cupy":
+                x = torch.from_dlpack(batch)
+            elif kind == "numpy":
+                x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self._device, non_blocking=False)
+            else:
+                x = batch
+            if self.mode == "graph":
+                graph, static_in, static_out = self._graph_for(tuple(x.shape), lane)
+                static_in.copy_(x)
+                graph.replay()
+                result = static_out
+            else:
+                result = self._forward(x)
+            if out is not None:
+                target = torch.from_dlpack(out) if type(out).__module__.startswith("cupy") else out
+                target.copy_(result)
+                result = target
+            if kind == "cupy":
+                import cupy
+
+                return cupy.from_dlpack(result)
+            if kind == "numpy":
+                host = result.cpu()  # synchronises this stream only
+                return host.numpy()
+            return result
+
+    def close(self) -> None:
+        self._graphs.clear()
+
+
+def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "torch", *, mode: str = "graph", stream=None, **_):
+    return TorchBackend(card, precision, device, mode=mode, stream=stream)
