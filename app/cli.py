@@ -6,7 +6,6 @@ import importlib
 import logging
 import os
 import sys
-from pathlib import Path
 
 STACK_BYTES = 32 * 1024 * 1024  # Holoscan warns below 32 MiB of stack
 

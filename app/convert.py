@@ -10,7 +10,6 @@ from holoscan.operators import VideoStreamRecorderOp
 
 from ..operators.frame_source import FrameSourceOp
 from ..operators.gxf_io import FrameToTensorOp, recorded_frames
-from .progress import Progress
 from .sources import open_reader, parse_source, source_id
 
 

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .card import file_sha256
+
 log = logging.getLogger("holoburn.engines.cache")
 
 ENV_VAR = "HOLOBURN_ENGINE_CACHE"
@@ -142,14 +144,6 @@ def atomic_write(path: Path, data: bytes | Callable[[object], None]) -> Path:
     return path
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)[:48]
 
@@ -214,7 +208,7 @@ class EngineCache:
         if size != entry.header.get("payload_bytes"):
             entry.problem = f"payload truncated or replaced: {size} bytes, header says {entry.header.get('payload_bytes')}"
             return entry
-        if check_sha and sha256_of(payload) != entry.header.get("payload_sha256"):
+        if check_sha and file_sha256(payload) != entry.header.get("payload_sha256"):
             entry.problem = "payload sha256 does not match its header (corrupt or foreign bytes)"
         return entry
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .card import ModelCard, ModelCardError, file_sha256
+from .card import ModelCard, ModelCardError
 
 log = logging.getLogger("holoburn.engines.precision")
 
@@ -247,7 +247,3 @@ def build_precision_model(
         meta = {"card_model_sha256": card.model_sha256(), "strategy": strategy.domain, "conversion": provenance, "gate": report.summary()}
         entry = cache.store(key, candidate, model_id=card.model_id, suffix=".onnx", meta=meta)
     return PrecisionBuild(entry.payload_path, report, False, time.perf_counter() - started, key)
-
-
-def onnx_sha256(path: Path) -> str:
-    return file_sha256(path)
