@@ -13,14 +13,20 @@ log = logging.getLogger("holoburn.source")
 
 class FrameSourceOp(Operator):
     """Emits the frames of a source (video file, camera, DICOM, memory) in order; stops the
-    graph's input at the end. A frame the source could not deliver (a camera gap, an undecodable
-    DICOM file) is still emitted, with its status, so it is counted.
+    graph's input at the end. A frame the source could not deliver (a camera gap, a video frame
+    that did not decode, an undecodable DICOM file) is still emitted, with its status, so it is
+    counted.
 
     reader: anything with next_frame() -> (rgb, timestamp_s, status), reopen(), close(), fps,
     frames_read and missing_frames (media.video.VideoReader, media.camera.CameraReader, ...).
     realtime: pace frames by their timestamps (as a camera would deliver them); otherwise as fast
-    as the pipeline takes them. loop: start again at the end (for demos and soak runs).
-    max_frames: stop after this many frames (None: the whole file).
+    as the pipeline takes them. loop: start again at the end (for demos and soak runs); each pass
+    continues the previous one's timestamps and frame indices. max_frames: stop after this many
+    frames (None: the whole source).
+
+    `missing`: frames the source listed but never delivered, over all passes: a video's frames
+    absent from a truncated file (known when a pass reaches the end of the file, so a file left
+    early by max_frames adds none), a camera's frames lost while it was gone.
     """
 
     def __init__(self, fragment, *args, reader, source_id: str, realtime=False, loop=False, max_frames=None, **kwargs):
@@ -30,9 +36,13 @@ class FrameSourceOp(Operator):
         self.loop = loop
         self.max_frames = max_frames
         self.emitted = 0
-        self.missing = 0  # frames the container promised but that did not decode
+        self.missing = 0  # frames the source promised but never delivered
+        self.decode_errors = 0  # frames in the file that did not decode (emitted with that status)
+        self.passes = 0  # passes that reached the end of the source
         self._clock_start = None
-        self._loop_offset_s = 0.0
+        self._loop_offset_s = 0.0  # added to the reader's timestamps: where this pass starts
+        self._last_ts = None  # latest timestamp emitted
+        self._told = False  # the source's losses were logged
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec):
@@ -42,15 +52,22 @@ class FrameSourceOp(Operator):
         if self.reader is None:  # finished; the scheduler may ask once more before it stops
             return
         if self.max_frames is not None and self.emitted >= self.max_frames:
+            self.missing += self.reader.missing_frames  # a live source's gaps so far (0 for a file mid-way)
             self._finish()
             return
         image, ts, status = self.reader.next_frame()
         if status is None and self.loop and self.reader.frames_read:
-            self._loop_offset_s += ts_or_duration(self.reader)
-            self.missing += self.reader.missing_frames
-            self.reader = self.reader.reopen()
+            self._end_of_pass()
+            try:
+                self.reader = self.reader.reopen()
+            except ValueError as exc:  # the file changed or vanished between passes
+                log.error("%s: cannot start the next pass: %s", self.source_id, exc)
+                self.reader = None
+                self.stop_execution()
+                return
             image, ts, status = self.reader.next_frame()
         if status is None:
+            self._end_of_pass()
             self._finish()
             return
         ts = (ts or 0.0) + self._loop_offset_s
@@ -62,6 +79,7 @@ class FrameSourceOp(Operator):
             frame.extra = dict(self.reader.frame_extra())
         op_output.emit(frame, "out")
         self.emitted += 1
+        self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
 
     def _pace(self, ts: float) -> None:
         now = time.monotonic()
@@ -71,18 +89,26 @@ class FrameSourceOp(Operator):
         if wait > 0:
             time.sleep(wait)
 
+    def _end_of_pass(self) -> None:
+        """The reader reached the end of its source: count what the pass lost (told once, for the
+        first pass that lost anything) and start the next pass one frame period after this one."""
+        reader = self.reader
+        self.passes += 1
+        errors = getattr(reader, "decode_errors", 0)
+        self.missing += reader.missing_frames
+        self.decode_errors += errors
+        if (reader.missing_frames or errors) and hasattr(reader, "accounting") and not self._told:
+            log.warning("%s", reader.accounting())
+            self._told = True
+        if self._last_ts is not None:
+            self._loop_offset_s = self._last_ts + 1.0 / (reader.fps or 30.0)
+
     def _finish(self) -> None:
         if self.reader is not None:
-            self.missing += self.reader.missing_frames
-            if self.reader.missing_frames and self.reader.frame_count:
-                log.warning(
-                    "%s: the container lists %d frames but only %d decoded; %d missing (truncated or corrupt file)",
-                    self.reader.path, self.reader.frame_count, self.reader.frames_read, self.reader.missing_frames,
-                )
+            if self.passes > 1 and (self.missing or self.decode_errors):
+                log.warning("%s: over %d passes, %d frames missing from the file and %d failed to decode",
+                            getattr(self.reader, "path", self.source_id), self.passes, self.missing,
+                            self.decode_errors)
             self.reader.close()
             self.reader = None
         self.stop_execution()
-
-
-def ts_or_duration(reader) -> float:
-    return reader.frames_read / reader.fps if reader.fps else float(reader.frames_read)
