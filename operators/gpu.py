@@ -1,0 +1,1274 @@
+"""Lane operators, and the GPU side of the lanes: frames stay on the device from upload to overlay.
+
+Each lane (clinical/lanes.py) is a chain of thin operators:
+
+    triage -> gate -> prepare -> infer -> postprocess -> overlay -> sink -> results
+                ^                                                  |
+                +---------------- credit (one batch done) ---------+
+
+The operators only receive, call one method of a `LaneRuntime` and emit. The runtime holds what a
+lane owns:
+
+- on a CUDA device (`GpuLaneRuntime`): the lane's stream (allocated by Holoscan from the lane's
+  `CudaStreamPool`, whose priority comes from the device's range), its memory (`LaneMemory`: for a
+  `dedicated` lane one preallocated device arena; for a `shared` lane a capped CuPy pool of its
+  own), and every buffer a batch needs (device staging, model input, mask, overlay, class counts;
+  pinned host staging and counts), made once at start-up. Upload, letterbox and normalisation,
+  argmax, mask restore, class counts and the colour overlay are fused CuPy kernels that write into
+  those buffers, on the lane's stream, and compute exactly what the NumPy/CuPy reference functions
+  compute on the device (`engines.preprocess.prepare_input`, `restore_mask`, `clinical.overlay.tint`):
+  tests/test_gpu_pipeline.py holds them to it. Inference runs on the same stream; the host waits
+  once per batch, in the sink, on an event.
+- on the CPU (`CpuLaneRuntime`): the reference functions themselves, NumPy and OpenCV, with the
+  CPU renderer for the overlay (legend, outline and numbers).
+
+Every CuPy allocation a GPU lane makes while frames flow goes through that lane's `LaneMemory`,
+which counts it: after `freeze()` (end of warm-up) the count should stay 0. A dedicated lane cannot
+take memory from anywhere else: if its arena were ever exhausted the frame fails, counted, and
+the other lanes never touch it.
+
+CuPy is imported only on the GPU path, so this module imports on machines without CUDA.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+from holoscan.core import ConditionType, IOSpec, Operator
+
+from ..clinical.burn_size import burn_findings, count_pixels
+from ..clinical.depth import CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, BURN_CLASSES, TINTED
+from ..clinical.lanes import UNSERVED_AT_STOP, LaneBoard, LanePolicy
+from ..clinical.overlay import annotate, summary_lines, tint
+from ..clinical.triage import Lane, LaneRouter, TriagePolicy, triage_level
+from ..engines.preprocess import letterbox_geometry, prepare_input
+from .frame import Frame
+from .postprocess import segment
+
+log = logging.getLogger("holoburn.lanes")
+
+_observe_lock = threading.Lock()  # LaneRouter is shared by every lane's sink
+
+
+# ----------------------------------------------------------------------------- device facts
+
+
+def device_priority_range(device_id: int = 0) -> tuple[int, int]:
+    """(least, greatest) CUDA stream priority of the device, as cudaDeviceGetStreamPriorityRange
+    reports it (cuda-python; CuPy's binding of the same call where cuda-python is absent).
+    Lower numbers are more urgent, e.g. (0, -5) on an H100."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python layout
+        except ImportError:
+            cudart = None
+    if cudart is not None:
+        (err,) = cudart.cudaSetDevice(device_id)
+        if err != cudart.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"cudaSetDevice({device_id}) failed: {err}")
+        err, least, greatest = cudart.cudaDeviceGetStreamPriorityRange()
+        if err != cudart.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"cudaDeviceGetStreamPriorityRange failed: {err}")
+        return int(least), int(greatest)
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        least, greatest = cupy.cuda.runtime.deviceGetStreamPriorityRange()
+    return int(least), int(greatest)
+
+
+def priority_range_source() -> str:
+    import importlib.util
+
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            if importlib.util.find_spec(name) is not None:
+                return "cuda-python cudaDeviceGetStreamPriorityRange"
+        except ModuleNotFoundError:
+            continue
+    return "cupy.cuda.runtime.deviceGetStreamPriorityRange"
+
+
+# ----------------------------------------------------------------------------- lane memory
+
+
+class LaneMemoryExhausted(MemoryError):
+    """A lane's own memory cannot serve a request (the lane, the bytes and what is left)."""
+
+
+class LaneMemory:
+    """One lane's device memory and its allocation count.
+
+    dedicated: one cudaMalloc of `nbytes` at start-up, handed out in 512-byte aligned pieces and
+    never given back (buffers live as long as the lane); nothing else can draw on it.
+    shared: a CuPy MemoryPool of its own, capped at `nbytes`; freed blocks are reused.
+    `malloc` is a CuPy allocator (`cupy.cuda.using_allocator(memory.malloc)`): every request is
+    counted, and those after `freeze()` (end of warm-up) separately; `device_mallocs` counts the
+    requests that took new memory from the device (cudaMalloc), `failures` those that could not be
+    served.
+    """
+
+    ALIGN = 512
+
+    def __init__(self, lane: str, kind: str, nbytes: int):
+        import cupy
+
+        self._cp = cupy
+        self.lane, self.kind, self.capacity = lane, kind, int(nbytes)
+        self.requests = 0
+        self.requests_after_freeze = 0
+        self.device_mallocs = 0
+        self.device_mallocs_after_freeze = 0
+        self.failures = 0
+        self.frozen = False
+        self._lock = threading.Lock()
+        if kind == "dedicated":
+            self._arena = cupy.cuda.Memory(self.capacity)  # the one cudaMalloc of this lane
+            self._offset = 0
+            self.device_mallocs = 1
+            self._pool = None
+        else:
+            self._arena = None
+            self._pool = cupy.cuda.MemoryPool()
+            self._pool.set_limit(size=self.capacity)
+
+    def malloc(self, nbytes: int):
+        with self._lock:
+            self.requests += 1
+            if self.frozen:
+                self.requests_after_freeze += 1
+            if self._arena is not None:
+                size = max(self.ALIGN, -(-int(nbytes) // self.ALIGN) * self.ALIGN)
+                if self._offset + size > self.capacity:
+                    self.failures += 1
+                    raise LaneMemoryExhausted(
+                        f"lane {self.lane}: dedicated pool of {self.capacity >> 20} MiB cannot hold {nbytes} more bytes "
+                        f"({(self.capacity - self._offset) >> 20} MiB left); raise lanes.{self.lane}.pool_mb in configs/lanes.yaml"
+                    )
+                pointer = self._cp.cuda.MemoryPointer(self._arena, self._offset)
+                self._offset += size
+                return pointer
+            before = self._pool.total_bytes()
+            try:
+                pointer = self._pool.malloc(nbytes)
+            except self._cp.cuda.memory.OutOfMemoryError as exc:
+                self.failures += 1
+                raise LaneMemoryExhausted(f"lane {self.lane}: shared pool capped at {self.capacity >> 20} MiB: {exc}") from None
+            if self._pool.total_bytes() > before:
+                self.device_mallocs += 1
+                if self.frozen:
+                    self.device_mallocs_after_freeze += 1
+            return pointer
+
+    def array(self, shape, dtype):
+        """A CuPy array of `shape` and `dtype` from this lane's memory."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        return self._cp.ndarray(tuple(shape), dtype, memptr=self.malloc(max(nbytes, 1)))
+
+    def freeze(self) -> None:
+        """End of warm-up: from now on every request is counted as a run-time allocation."""
+        self.frozen = True
+
+    def used_bytes(self) -> int:
+        return self._offset if self._arena is not None else self._pool.used_bytes()
+
+    def held_bytes(self) -> int:
+        return self.capacity if self._arena is not None else self._pool.total_bytes()
+
+    def report(self) -> dict:
+        return {
+            "kind": self.kind,
+            "capacity_mb": round(self.capacity / 2**20, 1),
+            "device_held_mb": round(self.held_bytes() / 2**20, 1),
+            "buffers_mb": round(self.used_bytes() / 2**20, 1),
+            "requests": self.requests,
+            "requests_after_warmup": self.requests_after_freeze,
+            "device_mallocs": self.device_mallocs,
+            "device_mallocs_after_warmup": self.device_mallocs_after_freeze,
+            "failures": self.failures,
+        }
+
+
+# ----------------------------------------------------------------------------- fused kernels
+
+# Written out with round-to-nearest intrinsics (no fused multiply-add), in the precision the
+# reference functions end up in (float64 for the bilinear weights, as CuPy promotes
+# float32 - int32 there; float32 for normalisation and tint), so that the device path and the
+# reference agree to the bit. Arrays marked `raw` are contiguous and read through plain pointers.
+_PREPROCESS_SRC = r"""
+const int x = i % S;
+int t = i / S;
+const int y = t % S;
+t /= S;
+const int c = t % 3;
+const int b = t / 3;
+const int yy = y - top;
+const int xx = x - left;
+if (yy < 0 || yy >= bh || xx < 0 || xx >= bw) {
+    out = 0.0f;
+} else {
+    const unsigned char* img = &frames[0] + (size_t)b * H * W * 3;
+    const int ya = (&row0[0])[yy], yb = (&row1[0])[yy];
+    const int xa = (&col0[0])[xx], xb = (&col1[0])[xx];
+    const double fy = (&roww[0])[yy], fx = (&colw[0])[xx];
+    const double p00 = img[((size_t)ya * W + xa) * 3 + c];
+    const double p01 = img[((size_t)ya * W + xb) * 3 + c];
+    const double p10 = img[((size_t)yb * W + xa) * 3 + c];
+    const double p11 = img[((size_t)yb * W + xb) * 3 + c];
+    const double gx = __dsub_rn(1.0, fx);
+    const double gy = __dsub_rn(1.0, fy);
+    const double upper = __dadd_rn(__dmul_rn(p00, gx), __dmul_rn(p01, fx));
+    const double lower = __dadd_rn(__dmul_rn(p10, gx), __dmul_rn(p11, fx));
+    double v = __dadd_rn(__dmul_rn(upper, gy), __dmul_rn(lower, fy));
+    v = __dadd_rn(v, 0.5);
+    v = fmin(fmax(v, 0.0), 255.0);
+    const float q = (float)(unsigned char)v;
+    out = __fmul_rn(__fsub_rn(q, (&mean[0])[c]), (&inv_std[0])[c]);
+}
+"""
+
+_ARGMAX_SRC = r"""
+// logits (B, C, S*S) -> index of the first maximum over C, as argmax does
+const int b = i / SS;
+const int p = i % SS;
+const T* base = &logits[0] + (size_t)b * C * SS + p;
+T best = base[0];
+unsigned char arg = 0;
+for (int k = 1; k < C; ++k) {
+    const T v = base[(size_t)k * SS];
+    if (v > best) { best = v; arg = (unsigned char)k; }
+}
+mask = arg;
+"""
+
+_RESTORE_SRC = r"""
+// nearest-neighbour restore of the letterboxed square mask to frame size
+const int fx = i % W;
+int t = i / W;
+const int fy = t % H;
+const int b = t / H;
+const unsigned char* sq = &square[0] + (size_t)b * S * S;
+mask = sq[(size_t)(top + (&rowi[0])[fy]) * S + (left + (&coli[0])[fx])];
+"""
+
+_TINT_SRC = r"""
+const int ch = i % 3;
+const size_t px = i / 3;
+const unsigned char m = (&mask[0])[px];
+const float w = (&tinted[0])[m] ? alpha : 0.0f;
+const float pix = (float)frames;
+float v = __fadd_rn(__fmul_rn(pix, __fsub_rn(1.0f, w)), __fmul_rn((&colours[0])[m * 3 + ch], w));
+v = __fadd_rn(v, 0.5f);
+v = fminf(fmaxf(v, 0.0f), 255.0f);
+out = (unsigned char)v;
+"""
+
+_HISTOGRAM_SRC = r"""
+extern "C" __global__ void class_histogram(const unsigned char* mask, const long long pixels,
+                                           const int classes, int* counts) {
+    extern __shared__ int local[];
+    const int b = blockIdx.y;
+    for (int k = threadIdx.x; k < classes; k += blockDim.x) local[k] = 0;
+    __syncthreads();
+    const unsigned char* frame = mask + (size_t)b * pixels;
+    for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < pixels;
+         p += (long long)gridDim.x * blockDim.x) {
+        const int k = frame[p];
+        if (k < classes) atomicAdd(&local[k], 1);
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < classes; k += blockDim.x) {
+        if (local[k]) atomicAdd(&counts[b * classes + k], local[k]);
+    }
+}
+"""
+
+_kernels_lock = threading.Lock()
+_kernels: dict = {}
+
+
+def fused_kernels() -> dict:
+    """The lane kernels, compiled once per process."""
+    with _kernels_lock:
+        if not _kernels:
+            import cupy as cp
+
+            _kernels["preprocess"] = cp.ElementwiseKernel(
+                "raw uint8 frames, raw int32 row0, raw int32 row1, raw float64 roww, raw int32 col0, "
+                "raw int32 col1, raw float64 colw, raw float32 mean, raw float32 inv_std, int32 H, int32 W, "
+                "int32 S, int32 top, int32 left, int32 bh, int32 bw",
+                "float32 out", _PREPROCESS_SRC, "holoburn_letterbox_normalise")
+            _kernels["argmax"] = cp.ElementwiseKernel(
+                "raw T logits, int32 C, int32 SS", "uint8 mask", _ARGMAX_SRC, "holoburn_argmax")
+            _kernels["restore"] = cp.ElementwiseKernel(
+                "raw uint8 square, raw int32 rowi, raw int32 coli, int32 H, int32 W, int32 S, int32 top, int32 left",
+                "uint8 mask", _RESTORE_SRC, "holoburn_restore_mask")
+            _kernels["tint"] = cp.ElementwiseKernel(
+                "uint8 frames, raw uint8 mask, raw bool tinted, raw float32 colours, float32 alpha",
+                "uint8 out", _TINT_SRC, "holoburn_tint")
+            _kernels["histogram"] = cp.RawKernel(_HISTOGRAM_SRC, "class_histogram")
+    return _kernels
+
+
+def bilinear_tables(in_len: int, out_len: int):
+    """Source rows (or columns) and weights of a bilinear resize, computed with the very
+    expressions of engines.preprocess._resize_device (CuPy): (i0 int32, i1 int32, w float64)."""
+    import cupy as cp
+
+    pos = (cp.arange(out_len, dtype=cp.float32) + 0.5) * (in_len / out_len) - 0.5
+    pos = cp.clip(pos, 0, in_len - 1)
+    i0 = cp.floor(pos).astype(cp.int32)
+    i1 = cp.minimum(i0 + 1, in_len - 1)
+    weight = pos - i0  # float32 - int32: float64, as in the reference
+    return i0, i1, cp.ascontiguousarray(weight.astype(cp.float64))
+
+
+def nearest_table(in_len: int, out_len: int):
+    """Source index per output index of a nearest resize (engines.preprocess._resize_device)."""
+    import cupy as cp
+
+    pos = (cp.arange(out_len, dtype=cp.float32) + 0.5) * (in_len / out_len) - 0.5
+    return cp.clip(cp.floor(pos + 0.5), 0, in_len - 1).astype(cp.int32)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+@dataclass
+class LaneBatch:
+    """Frames of one lane travelling the chain together, and where their data lives.
+
+    lane: the queue (and runtime) that serves them; each frame keeps its own clinical lane in
+    `frame.lane`. slot: the buffer set of the lane holding this batch's outputs.
+    """
+
+    lane: Lane
+    frames: list
+    gated: bool = True
+    slot: int | None = None
+    groups: list = field(default_factory=list)  # GPU: (geometry, first row, frames)
+    logits: Any = None
+    failed: str | None = None
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    done_ns: int | None = None
+    trace: list = field(default_factory=list)  # (stage, start ns, end ns) per operator, monotonic
+    gpu_ms: float | None = None  # device time of the batch's work, from CUDA events
+
+    def fail(self, stage: str, exc: Exception) -> None:
+        log.warning("lane %s: %s failed on %d frame(s) (%s: %s)", self.lane.name, stage, len(self.frames),
+                    type(exc).__name__, exc)
+        self.failed = f"{stage}_failed"
+        for frame in self.frames:
+            frame.drop(f"{stage}_failed")
+
+
+class LaneBusy(RuntimeError):
+    """Every buffer set of the lane is in use (more batches in flight than the lane holds)."""
+
+
+# ----------------------------------------------------------------------------- runtimes
+
+
+@dataclass
+class SourceFacts:
+    """What the clinical numbers of one source need besides its mask."""
+
+    region_pct: float | None = None
+    body_region: str | None = None
+    cm2_per_pixel: float | None = None
+
+
+class LaneRuntime:
+    """What one lane's operators call. Subclasses: CpuLaneRuntime, GpuLaneRuntime."""
+
+    device = "cpu"
+
+    def __init__(self, policy: LanePolicy, *, card, backend, router: LaneRouter | None = None,
+                 triage_policy: TriagePolicy = TriagePolicy(), sources: dict | None = None, alpha: float = 0.45,
+                 slots: int | None = None):
+        self.policy = policy
+        self.lane = policy.lane
+        self.card, self.backend = card, backend
+        self.router = router
+        self.triage_policy = triage_policy
+        self.sources = sources or {}
+        self.alpha = alpha
+        self.slots = slots or policy.depth
+        self._free = list(range(self.slots))
+        self._slot_lock = threading.Lock()
+        self.batches = 0
+        self.frames = 0
+
+    # slots: each batch in flight holds one buffer set until the sink releases it
+    def take_slot(self) -> int:
+        with self._slot_lock:
+            if not self._free:
+                raise LaneBusy(f"lane {self.lane.name}: all {self.slots} buffer sets are in use")
+            return self._free.pop(0)
+
+    def release_slot(self, slot: int | None) -> None:
+        if slot is None:
+            return
+        with self._slot_lock:
+            if slot not in self._free:
+                self._free.append(slot)
+
+    def release(self, batch: "LaneBatch") -> None:
+        """The sink is done with the batch: its buffer set may take the next one."""
+        self.release_slot(batch.slot)
+
+    def findings_for(self, frame: Frame, pixels: list[int]) -> dict:
+        facts = self.sources.get(frame.source) or SourceFacts()
+        findings = burn_findings(pixels, region_pct=facts.region_pct, cm2_per_pixel=facts.cm2_per_pixel)
+        findings["triage"] = triage_level(findings, body_region=facts.body_region, policy=self.triage_policy)
+        return findings
+
+    def observe(self, frame: Frame) -> None:
+        """Feed the result back to the router (escalation); log every change of lane."""
+        if self.router is None or not frame.ok or not frame.findings:
+            return
+        with _observe_lock:
+            before = len(self.router.changes)
+            self.router.observe(frame.source, frame.index, frame.findings["triage"])
+            for change in self.router.changes[before:]:
+                log.info("lane change: %s frame %d %s -> %s (%s)", change["source"], change["frame"], change["from"],
+                         change["to"], change["reason"])
+
+    stream_ptr = None
+
+    def bind(self, stream_ptr, origin: str = "") -> None:
+        """Called by the prepare operator once per application run (GPU: the lane's stream)."""
+
+    def unbind(self) -> None:
+        pass
+
+    def freeze(self) -> None:
+        """End of warm-up."""
+
+    def report(self) -> dict:
+        return {"lane": self.lane.name, "device": self.device, "batch_size": self.policy.batch_size,
+                "batches": self.batches, "frames": self.frames}
+
+
+class CpuLaneRuntime(LaneRuntime):
+    """The reference path: NumPy/OpenCV preprocessing, the backend on host arrays, CPU renderer."""
+
+    def __init__(self, *args, render: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        size = self.card.input_size
+        self.render = render  # legend, outlines and numbers (the CPU renderer); off: tint only
+        self.model_input = np.zeros((self.policy.batch_size, 3, size, size), np.float32)
+
+    def prepare(self, batch: LaneBatch) -> None:
+        for i, frame in enumerate(batch.frames):
+            _, frame.letterbox = prepare_input(frame.image, self.card.input_size, self.card.mean, self.card.std,
+                                               out=self.model_input[i : i + 1])
+
+    def infer(self, batch: LaneBatch) -> None:
+        batch.logits = np.asarray(self.backend.infer(self.model_input[: len(batch.frames)]))
+
+    def postprocess(self, batch: LaneBatch) -> None:
+        for i, frame in enumerate(batch.frames):
+            frame.mask = segment(batch.logits[i : i + 1], frame.letterbox)
+            frame.findings = self.findings_for(frame, count_pixels(frame.mask))
+        batch.logits = None
+
+    def overlay(self, batch: LaneBatch) -> None:
+        for frame in batch.frames:
+            overlay = tint(frame.image, frame.mask, self.alpha)
+            if self.render:
+                overlay = annotate(overlay, frame.mask, summary_lines(frame.findings), frame.lane)
+            frame.overlay = overlay
+
+    def finish(self, batch: LaneBatch) -> None:
+        batch.done_ns = time.monotonic_ns()
+        for frame in batch.frames:
+            self.observe(frame)
+        self.batches += 1
+        self.frames += len(batch.frames)
+
+
+@dataclass
+class FrameGeometry:
+    """Device buffers and lookup tables of one frame size in one lane (all made at start-up).
+    Lists hold one buffer per buffer set (slot): a batch owns its slot from prepare to sink."""
+
+    height: int
+    width: int
+    box: Any
+    frames: list  # per slot (B, H, W, 3) uint8: device staging of the uploaded frames
+    host_staging: list  # per slot (B, H, W, 3) uint8 pinned: for frames not already in pinned memory
+    masks: list  # per slot (B, H, W) uint8
+    overlays: list  # per slot (B, H, W, 3) uint8
+    tables: dict  # letterbox resize: row0/row1/roww, col0/col1/colw; mask restore: rowi, coli
+
+
+class GpuLaneRuntime(LaneRuntime):
+    """A lane on a CUDA device: its stream, its memory, its buffers, fused kernels, the backend
+    replaying its CUDA graph on the lane's stream. See the module docstring.
+
+    Ops of one lane run on different worker threads and may enqueue work for two batches in any
+    interleaving; every buffer a batch writes is therefore its slot's own, and the class indices
+    are taken from the engine's output in the same stage that runs the engine (the engine's
+    output buffer is shared by all batches of the lane).
+    """
+
+    device = "cuda"
+
+    def __init__(self, policy: LanePolicy, *, frame_sizes=((1080, 1920),), stream_priority: int = 0, **kwargs):
+        import cupy as cp
+        import cupyx
+
+        super().__init__(policy, **kwargs)
+        self._cp, self._cpx = cp, cupyx
+        self.stream_priority = stream_priority
+        self.memory = LaneMemory(policy.lane.name, policy.memory, policy.pool_mb << 20)
+        self.kernels = fused_kernels()
+        self.stream_ptr = None
+        self.stream_origin = None
+        self._stream = None
+        self.pinned_bytes = 0
+        self.late_geometries = 0  # frame sizes first seen after start-up (their buffers came late)
+        self.host_copies = Counter()  # host<->device copies by kind
+        B, S, C, n = policy.batch_size, self.card.input_size, self.card.num_classes, self.slots
+        self.model_input = [self._zeros((B, 3, S, S), np.float32) for _ in range(n)]
+        self.square_mask = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
+        self.counts = [self.memory.array((B, C), np.int32) for _ in range(n)]
+        self.counts_host = [self._pinned((B, C), np.int32) for _ in range(n)]
+        # timed events: the batch's device time is reported beside its wall-clock latency
+        self.start_events = [cp.cuda.Event() for _ in range(n)]
+        self.done_events = [cp.cuda.Event() for _ in range(n)]
+        self.mean = self._constant(np.asarray(self.card.mean, np.float32))
+        self.inv_std = self._constant(1.0 / cp.asarray(self.card.std, dtype=cp.float32))  # as prepare_input has it
+        self.tinted = self._constant(np.asarray(TINTED, np.bool_))
+        self.colours = self._constant(np.asarray(CLASS_COLOURS_RGB, np.float32))
+        self.geometries: dict[tuple, FrameGeometry] = {}
+        for height, width in frame_sizes:
+            self.geometry(int(height), int(width))
+        cp.cuda.Device().synchronize()
+        self.engine_bytes = self._reserve_engine()
+
+    # -- start-up
+
+    def _pinned(self, shape, dtype):
+        array = self._cpx.empty_pinned(shape, dtype)
+        self.pinned_bytes += array.nbytes
+        return array
+
+    def _zeros(self, shape, dtype):
+        array = self.memory.array(shape, dtype)
+        array.fill(0)
+        return array
+
+    def _constant(self, values):
+        array = self.memory.array(values.shape, values.dtype)
+        array[...] = values if type(values).__module__.startswith("cupy") else self._cp.asarray(values)
+        return array
+
+    def _reserve_engine(self) -> int:
+        """Capture the backend's CUDA graph for this lane's batch now; returns the device bytes the
+        engine keeps (its I/O and scratch: the graph's private pool), as torch counts them allocated."""
+        reserve = getattr(self.backend, "reserve", None)
+        if reserve is None:
+            return 0
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+        except ImportError:
+            torch, before = None, 0
+        S = self.card.input_size
+        reserve(self.policy.batch_size, S, S)
+        if torch is None:
+            return 0
+        torch.cuda.synchronize()
+        return int(torch.cuda.memory_allocated() - before)
+
+    def geometry(self, height: int, width: int) -> FrameGeometry:
+        """Buffers for one frame size; made at start-up for the configured sizes, else on first use
+        (counted in `late_geometries` and in the lane's allocations after warm-up)."""
+        key = (height, width)
+        found = self.geometries.get(key)
+        if found is not None:
+            return found
+        B, S, n = self.policy.batch_size, self.card.input_size, self.slots
+        if self.memory.frozen:
+            self.late_geometries += 1
+            log.warning("lane %s: frame size %dx%d was not reserved at start-up; its buffers are made now",
+                        self.lane.name, width, height)
+        box = letterbox_geometry(height, width, S)
+        row0, row1, roww = bilinear_tables(height, box.height)
+        col0, col1, colw = bilinear_tables(width, box.width)
+        rowi, coli = nearest_table(box.height, height), nearest_table(box.width, width)
+        tables = {name: self._constant(value) for name, value in (
+            ("row0", row0), ("row1", row1), ("roww", roww), ("col0", col0), ("col1", col1), ("colw", colw),
+            ("rowi", rowi), ("coli", coli))}
+        geometry = FrameGeometry(
+            height, width, box,
+            frames=[self.memory.array((B, height, width, 3), np.uint8) for _ in range(n)],
+            host_staging=[self._pinned((B, height, width, 3), np.uint8) for _ in range(n)],
+            masks=[self.memory.array((B, height, width), np.uint8) for _ in range(n)],
+            overlays=[self.memory.array((B, height, width, 3), np.uint8) for _ in range(n)],
+            tables=tables,
+        )
+        self.geometries[key] = geometry
+        return geometry
+
+    def bind(self, stream_ptr, origin: str = "holoscan CudaStreamPool") -> None:
+        """Use this CUDA stream (a cudaStream_t address) for everything the lane does."""
+        cp = self._cp
+        if not stream_ptr:
+            # no Holoscan stream (checks, warm-up, or no pool on the operator): one of our own,
+            # non-blocking, at the lane's priority
+            self._own_stream = cp.cuda.Stream(non_blocking=True, priority=self.stream_priority)
+            stream_ptr = self._own_stream.ptr
+            if origin == "holoscan CudaStreamPool":
+                log.warning("lane %s: no Holoscan stream pool reached the operator; a CuPy stream of priority %d "
+                            "serves the lane", self.lane.name, self.stream_priority)
+                origin = "cupy (no CudaStreamPool on the operator)"
+        self.stream_ptr = int(stream_ptr)
+        self.stream_origin = origin
+        self._stream = cp.cuda.ExternalStream(self.stream_ptr) if not hasattr(cp.cuda.Stream, "from_external") \
+            else _external_stream(cp, self.stream_ptr)
+
+    def unbind(self) -> None:
+        """Forget the stream (the application that owned it has ended)."""
+        self.stream_ptr = None
+        self._stream = None
+
+    def freeze(self) -> None:
+        self.memory.freeze()
+
+    # -- stages (all on the lane's stream, all allocations through the lane's memory)
+
+    def _on_lane(self):
+        return _LaneContext(self)
+
+    def prepare(self, batch: LaneBatch) -> None:
+        if self._stream is None:
+            self.bind(None)
+        batch.slot = slot = self.take_slot()
+        frames = sorted(batch.frames, key=lambda f: tuple(f.image.shape[:2]))  # one launch per frame size
+        batch.frames = frames
+        with self._on_lane():
+            self.start_events[slot].record(self._stream)
+            row = 0
+            groups = []
+            for shape in sorted({tuple(f.image.shape[:2]) for f in frames}):
+                members = [f for f in frames if tuple(f.image.shape[:2]) == shape]
+                g = self.geometry(*shape)
+                staging = g.frames[slot]
+                for j, frame in enumerate(members):
+                    image = frame.image
+                    if type(image).__module__.startswith("cupy"):
+                        staging[j][...] = image
+                        self.host_copies["frame_already_on_device"] += 1
+                    elif _is_pinned(image):
+                        staging[j].set(image, stream=self._stream)
+                        self.host_copies["upload_from_pinned"] += 1
+                    else:
+                        # the slot is free, so its previous batch (and its upload) has finished
+                        host = g.host_staging[slot][j]
+                        np.copyto(host, image)
+                        staging[j].set(host, stream=self._stream)
+                        self.host_copies["upload_via_pinned_staging"] += 1
+                    frame.image = None  # from here on the lane's device copy is the frame
+                    frame.letterbox = g.box
+                t = g.tables
+                self.kernels["preprocess"](
+                    staging, t["row0"], t["row1"], t["roww"], t["col0"], t["col1"], t["colw"], self.mean,
+                    self.inv_std, np.int32(g.height), np.int32(g.width), np.int32(g.box.size), np.int32(g.box.top),
+                    np.int32(g.box.left), np.int32(g.box.height), np.int32(g.box.width),
+                    self.model_input[slot][row : row + len(members)])
+                groups.append((g, row, members))
+                row += len(members)
+            batch.groups = groups
+
+    def infer(self, batch: LaneBatch) -> None:
+        """The engine on the whole (padded) batch: one captured graph per lane, whatever the fill;
+        then the class index of every model-input pixel, into the slot's square mask."""
+        n = len(batch.frames)
+        S, C = self.card.input_size, self.card.num_classes
+        with self._on_lane():
+            logits = self._cp.asarray(self.backend.infer(self.model_input[batch.slot], stream=self.stream_ptr))
+            if not logits.flags.c_contiguous:
+                raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
+            self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), self.square_mask[batch.slot][:n])
+
+    def postprocess(self, batch: LaneBatch) -> None:
+        """Masks at frame size and class counts (the counts go back to pinned host memory)."""
+        k, slot = self.kernels, batch.slot
+        n = len(batch.frames)
+        S, C = self.card.input_size, self.card.num_classes
+        with self._on_lane():
+            counts = self.counts[slot]
+            counts[:n].fill(0)
+            for g, row, members in batch.groups:
+                masks = g.masks[slot][: len(members)]
+                k["restore"](self.square_mask[slot][row:], g.tables["rowi"], g.tables["coli"], np.int32(g.height),
+                             np.int32(g.width), np.int32(S), np.int32(g.box.top), np.int32(g.box.left), masks)
+                pixels = g.height * g.width
+                blocks_x = max(1, min(128, -(-pixels // (256 * 32))))
+                k["histogram"]((blocks_x, len(members)), (256,),
+                               (masks, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * C)
+                for j, frame in enumerate(members):
+                    frame.mask = masks[j]
+            counts[:n].get(stream=self._stream, out=self.counts_host[slot][:n], blocking=False)
+            self.host_copies["counts_to_host"] += 1
+
+    def overlay(self, batch: LaneBatch) -> None:
+        k, slot = self.kernels, batch.slot
+        with self._on_lane():
+            for g, row, members in batch.groups:
+                out = g.overlays[slot][: len(members)]
+                k["tint"](g.frames[slot][: len(members)], g.masks[slot], self.tinted, self.colours,
+                          np.float32(self.alpha), out)
+                for j, frame in enumerate(members):
+                    frame.overlay = out[j]
+            self.done_events[slot].record(self._stream)
+
+    def finish(self, batch: LaneBatch) -> None:
+        """Wait for the batch's GPU work (one event), then the clinical numbers and escalation."""
+        ready = batch.slot is not None and not batch.failed
+        if ready:
+            self.done_events[batch.slot].synchronize()
+        batch.done_ns = time.monotonic_ns()
+        if ready:
+            batch.gpu_ms = self._cp.cuda.get_elapsed_time(self.start_events[batch.slot], self.done_events[batch.slot])
+            counts = self.counts_host[batch.slot]
+            for i, frame in enumerate(batch.frames):
+                frame.findings = self.findings_for(frame, [int(c) for c in counts[i]])
+                self.observe(frame)
+        elif batch.slot is not None and self._stream is not None:
+            self.done_events[batch.slot].record(self._stream)  # whatever was enqueued must end before reuse
+            self.done_events[batch.slot].synchronize()
+        self.batches += 1
+        self.frames += len(batch.frames)
+
+    def report(self) -> dict:
+        out = super().report()
+        out.update({
+            "stream_priority": self.stream_priority,
+            "stream_from": self.stream_origin,
+            "memory": self.memory.report(),
+            "engine_mb": round(self.engine_bytes / 2**20, 1),
+            "pinned_host_mb": round(self.pinned_bytes / 2**20, 1),
+            "buffer_sets": self.slots,
+            "frame_sizes": [f"{w}x{h}" for h, w in self.geometries],
+            "late_frame_sizes": self.late_geometries,
+            "host_device_copies": dict(self.host_copies),
+        })
+        return out
+
+
+class _LaneContext:
+    """`with`: CuPy on the lane's stream, CuPy allocations from the lane's memory."""
+
+    def __init__(self, runtime: GpuLaneRuntime):
+        self.runtime = runtime
+
+    def __enter__(self):
+        self._alloc = self.runtime._cp.cuda.using_allocator(self.runtime.memory.malloc)
+        self._alloc.__enter__()
+        self._stream = self.runtime._stream
+        self._stream.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._stream.__exit__(*exc)
+        self._alloc.__exit__(*exc)
+        return False
+
+
+def _external_stream(cp, ptr: int):
+    """A CuPy stream object for a stream CuPy did not create (Holoscan's)."""
+    import warnings
+
+    with warnings.catch_warnings():  # CuPy 14 prefers Stream.from_external(obj with __cuda_stream__)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cp.cuda.ExternalStream(ptr)
+
+
+def _is_pinned(array) -> bool:
+    """True when a NumPy array lives in page-locked (pinned) host memory."""
+    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous:
+        return False
+    import cupy as cp
+
+    try:
+        attrs = cp.cuda.runtime.pointerGetAttributes(array.ctypes.data)
+    except cp.cuda.runtime.CUDARuntimeError:
+        return False
+    return int(getattr(attrs, "type", 0)) == int(getattr(cp.cuda.runtime, "memoryTypeHost", 1))
+
+
+# ----------------------------------------------------------------------------- accounting
+
+
+class LaneRecord(NamedTuple):
+    """One frame's trip, monotonic nanoseconds: entered (source emit), queued (at its gate),
+    dequeued (taken into a batch), done (overlay finished on the device; None when dropped)."""
+
+    lane: str  # clinical lane of the frame (after escalation)
+    queue_lane: str  # the queue that served it
+    source: str
+    index: int
+    entered_ns: int
+    queued_ns: int | None
+    dequeued_ns: int | None
+    done_ns: int | None
+    status: str
+    trace: tuple = ()  # (stage, start ns, end ns) of each operator the frame's batch went through
+    gpu_ms: float | None = None  # device time of its batch (CUDA events), GPU lanes
+
+
+@dataclass
+class LaneLedger:
+    """Every frame that reached the end of a chain or was dropped before it, per lane.
+
+    frames_in = processed + dropped, per lane; latencies are milliseconds from the frame's entry
+    into the graph (its source's emit) to the end of its overlay on the device.
+    """
+
+    processed: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)  # (lane, reason) -> frames
+    latencies_ms: dict = field(default_factory=dict)  # lane -> [ms]
+    records: list = field(default_factory=list)  # LaneRecord per frame
+    keep_records: int = 200000
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, frame: Frame, done_ns: int | None, trace=(), gpu_ms=None) -> None:
+        with self._lock:
+            lane = frame.lane
+            if frame.ok and done_ns is not None:
+                self.processed[lane] += 1
+                self.latencies_ms.setdefault(lane, []).append((done_ns - frame.entered_ns) / 1e6)
+            else:
+                self.dropped[(lane, frame.status)] += 1
+            if len(self.records) < self.keep_records:
+                self.records.append(LaneRecord(lane, frame.extra.get("queue_lane", lane), frame.source, frame.index,
+                                               frame.entered_ns, frame.extra.get("queued_ns"),
+                                               frame.extra.get("dequeued_ns"), done_ns if frame.ok else None,
+                                               frame.status, tuple(trace), gpu_ms))
+
+    def summary(self) -> dict:
+        with self._lock:
+            lanes = sorted(set(self.processed) | {l for l, _ in self.dropped} | set(self.latencies_ms))
+            out = {}
+            for lane in lanes:
+                values = np.asarray(self.latencies_ms.get(lane, []), np.float64)
+                dropped = {reason: n for (l, reason), n in self.dropped.items() if l == lane}
+                out[lane] = {
+                    "processed": self.processed[lane],
+                    "dropped": dropped,
+                    "latency_ms": _percentiles(values),
+                }
+            return out
+
+
+def _percentiles(values) -> dict:
+    if not len(values):
+        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+    return {"n": int(len(values)), "p50": round(float(np.percentile(values, 50)), 3),
+            "p90": round(float(np.percentile(values, 90)), 3), "p99": round(float(np.percentile(values, 99)), 3),
+            "max": round(float(values.max()), 3)}
+
+
+def trace_breakdown(records) -> dict:
+    """Where processed frames spent their time, ms percentiles: `to_gate` (source emit to the
+    gate's queue: the source and triage hops), `queue` (waiting in the lane queue), per operator
+    `wait:<op>` (from the previous operator's end to this one's start: scheduling and Python's
+    GIL) and `run:<op>` (inside the operator; the sink's run is mostly waiting for the device),
+    and `gpu` (device time of the batch between its first upload and its overlay, CUDA events)."""
+    parts: dict[str, list] = {}
+
+    def put(name, ns):
+        parts.setdefault(name, []).append(ns / 1e6)
+
+    for r in records:
+        if r.done_ns is None or not r.trace:
+            continue
+        if r.queued_ns is not None:
+            put("to_gate", r.queued_ns - r.entered_ns)
+            if r.dequeued_ns is not None:
+                put("queue", r.dequeued_ns - r.queued_ns)
+        previous = r.dequeued_ns or r.entered_ns
+        for stage, start, end in r.trace:
+            put(f"wait:{stage}", start - previous)
+            put(f"run:{stage}", end - start)
+            previous = end
+        if r.gpu_ms is not None:
+            parts.setdefault("gpu", []).append(r.gpu_ms)
+    out = {}
+    for name, values in parts.items():
+        v = np.asarray(values, np.float64)
+        out[name] = {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
+    return out
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+class FrameFeedOp(Operator):
+    """A camera stand-in: emits Frames cycling through images already in memory (pinned host
+    memory, as a capture card's DMA buffers, when the caller made them so). Pace it with a
+    PeriodicCondition and bound it with a CountCondition."""
+
+    def __init__(self, fragment, *args, source_id: str, images, fps: float | None = None, **kwargs):
+        self.source_id = source_id
+        self.images = list(images)
+        self.fps = fps
+        self.emitted = 0
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context):
+        image = self.images[self.emitted % len(self.images)]
+        ts = self.emitted / self.fps if self.fps else time.monotonic()
+        op_output.emit(Frame(source=self.source_id, index=self.emitted, timestamp_s=ts, image=image), "out")
+        self.emitted += 1
+
+
+class LaneTriageOp(Operator):
+    """Triage without queues, for an ungated chain (`chain` mode, data-flow tracking): gives each
+    frame its lane (the router) and sends it to the chain serving that lane. With lanes, the
+    triage is LaneGateOp's first step.
+
+    routes: lane -> output port. A port waits for room downstream (Holoscan's back-pressure): a
+    gate drains its ports into its lane queues every time it runs, so a full port means the gate
+    is behind, and the camera then waits rather than a frame vanishing uncounted; what a full lane
+    queue drops is the gate's to decide and count.
+    """
+
+    def __init__(self, fragment, *args, router: LaneRouter, routes: dict, **kwargs):
+        self.router = router
+        self.routes = dict(routes)
+        self.ports = sorted(set(self.routes.values()))
+        self.sent = Counter()
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in")
+        for port in self.ports:
+            spec.output(port)
+
+    def compute(self, op_input, op_output, context):
+        frame: Frame = op_input.receive("in")
+        lane = self.router.lane_for(frame.source)
+        frame.lane = lane.name
+        port = self.routes.get(lane) or self.routes[Lane.ROUTINE]
+        self.sent[port] += 1
+        op_output.emit(frame, port)
+
+
+@dataclass
+class GateLane:
+    """One chain as the triage gate sees it: its queues, its accounting, and how lanes map onto
+    its queues (the single-lane comparison maps every lane to ROUTINE)."""
+
+    board: LaneBoard
+    ledger: LaneLedger
+    lane_map: dict = field(default_factory=dict)
+    depth: int = 2
+
+
+class LaneGateOp(Operator):
+    """Triage and the lane queues, in one operator: gives each arriving frame its lane (the router:
+    the source's default, raised to EMERGENCY while its last result shows a referral-grade burn),
+    queues it on the chain serving that lane (clinical.lanes.LaneBoard: bounded, drop-oldest,
+    counted) and releases batches, most urgent lane first, whenever a chain has room. Every
+    chain's sink returns a credit for each batch done.
+
+    One operator between the cameras and the lanes keeps the emergency path short (each operator
+    hop is a wait for Python's GIL when routine lanes keep it busy) and spends one call, not two,
+    per routine frame.
+
+    chains: chain name -> GateLane; routes: lane -> chain name; inputs: number of sources (ports
+    in0, in1, ...). Outputs `to_<chain>`, credits `credit_<chain>`.
+    """
+
+    def __init__(self, fragment, *args, router: LaneRouter, chains: dict, routes: dict, inputs: int,
+                 port_capacity: int = 16, **kwargs):
+        self.router = router
+        # most urgent chain first: its batch leaves first when several are ready
+        self.chains = dict(sorted(chains.items(), key=lambda kv: min(kv[1].board.lanes)))
+        self.routes = dict(routes)
+        self.n_inputs = inputs
+        self.port_capacity = port_capacity
+        self.received = 0
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        names = [f"in{i}" for i in range(self.n_inputs)] + [f"credit_{c}" for c in self.chains]
+        for name in names:
+            # drained completely each time the gate runs; a source waits while its port is full
+            spec.input(name).connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=self.port_capacity,
+                                       policy=1).condition(ConditionType.NONE)
+        for name, chain in self.chains.items():
+            # a chain never holds more than `depth` batches (credits), so its queue always has room
+            spec.output(f"to_{name}").connector(IOSpec.ConnectorType.DOUBLE_BUFFER,
+                                                capacity=chain.depth).condition(ConditionType.NONE)
+        spec.multi_port_condition(ConditionType.MULTI_MESSAGE_AVAILABLE, names, sampling_mode="SumOfAll", min_sum=1)
+
+    def compute(self, op_input, op_output, context):
+        for name, chain in self.chains.items():
+            while op_input.receive(f"credit_{name}") is not None:
+                chain.board.done()
+        for i in range(self.n_inputs):
+            port = f"in{i}"
+            while True:
+                frame = op_input.receive(port)
+                if frame is None:
+                    break
+                self.received += 1
+                self.queue(frame)
+        for name, chain in self.chains.items():
+            while True:
+                taken = chain.board.next_batch()
+                if taken is None:
+                    break
+                lane, frames = taken
+                now = time.monotonic_ns()
+                for frame in frames:
+                    frame.extra["dequeued_ns"] = now
+                op_output.emit(LaneBatch(lane, frames), f"to_{name}")
+
+    def queue(self, frame: Frame) -> None:
+        lane = self.router.lane_for(frame.source)
+        frame.lane = lane.name
+        chain = self.chains[self.routes.get(lane) or self.routes[Lane.ROUTINE]]
+        queue_lane = lane if lane in chain.board.queues else chain.lane_map.get(lane, chain.board.lanes[-1])
+        frame.extra["queue_lane"] = queue_lane.name
+        frame.extra["queued_ns"] = time.monotonic_ns()
+        for dropped, reason in chain.board.push(queue_lane, frame):
+            dropped.drop(reason)
+            chain.ledger.add(dropped, None)
+
+    def stop(self):
+        for chain in self.chains.values():
+            for frame in chain.board.drain():
+                frame.drop(UNSERVED_AT_STOP)
+                chain.ledger.add(frame, None)
+
+
+class _LaneStageOp(Operator):
+    """Receive a batch (or a single frame on an ungated chain), run one stage of its lane's runtime
+    on it, pass it on. A stage that fails drops the batch's frames with the stage's name and the
+    batch still travels on, so its buffers are released and its credit returns."""
+
+    stage = "stage"
+
+    def __init__(self, fragment, *args, runtimes: dict, depth: int = 2, **kwargs):
+        self.runtimes = runtimes  # queue lane -> LaneRuntime
+        self.depth = depth
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=self.depth + 1)
+        self.outputs(spec)
+
+    def outputs(self, spec):
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context):
+        batch = self.to_batch(op_input.receive("in"))
+        runtime = self.runtimes[batch.lane]
+        started = time.monotonic_ns()
+        if not batch.failed:
+            try:
+                self.run(runtime, batch, context)
+            except Exception as exc:  # one bad batch must not stop the lanes
+                batch.fail(self.stage, exc)
+        ended = time.monotonic_ns()
+        batch.trace.append((self.stage, started, ended))
+        for frame in batch.frames:
+            frame.stage_ms[self.stage] = (ended - started) / 1e6
+        self.emit(batch, op_output)
+
+    def to_batch(self, message):
+        if isinstance(message, LaneBatch):
+            return message
+        lane = Lane.parse(message.lane)  # an ungated chain: one frame is one batch of its lane
+        if lane not in self.runtimes:
+            lane = next(iter(self.runtimes))
+        message.extra.setdefault("dequeued_ns", time.monotonic_ns())
+        message.extra.setdefault("queue_lane", lane.name)
+        return LaneBatch(lane, [message], gated=False)
+
+    def run(self, runtime, batch, context):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def emit(self, batch, op_output):
+        op_output.emit(batch, "out")
+
+
+class LanePrepareOp(_LaneStageOp):
+    """Upload (GPU) and letterbox + normalise into the lane's model-input buffer. On a GPU chain it
+    takes the lane's stream from Holoscan (the CudaStreamPool given to this operator)."""
+
+    stage = "preprocess"
+
+    def run(self, runtime, batch, context):
+        if runtime.device == "cuda" and runtime.stream_ptr is None:
+            runtime.bind(context.allocate_cuda_stream(f"lane_{batch.lane.name.lower()}"))
+        runtime.prepare(batch)
+
+
+class LaneInferOp(_LaneStageOp):
+    stage = "inference"
+
+    def run(self, runtime, batch, context):
+        runtime.infer(batch)
+
+
+class LanePostprocessOp(_LaneStageOp):
+    stage = "postprocess"
+
+    def run(self, runtime, batch, context):
+        runtime.postprocess(batch)
+
+
+class LaneOverlayOp(_LaneStageOp):
+    stage = "overlay"
+
+    def run(self, runtime, batch, context):
+        runtime.overlay(batch)
+
+
+class LaneProcessOp(_LaneStageOp):
+    """prepare, infer, postprocess and overlay in one operator: the same runtime calls, three
+    operator hops (and three waits for Python's GIL among busy routine lanes) fewer. All of it is
+    enqueued on the lane's stream; the sink still waits once, on the batch's event."""
+
+    stage = "process"
+
+    def run(self, runtime, batch, context):
+        if runtime.device == "cuda" and runtime.stream_ptr is None:
+            runtime.bind(context.allocate_cuda_stream(f"lane_{batch.lane.name.lower()}"))
+        for step in ("prepare", "infer", "postprocess", "overlay"):
+            getattr(runtime, step)(batch)
+            if batch.failed:
+                break
+
+
+class LaneSinkOp(_LaneStageOp):
+    """End of a lane's GPU work: waits for the batch (one event), computes its clinical numbers,
+    feeds escalation, frees its buffer set, returns a credit to the gate and passes it on."""
+
+    stage = "sink"
+
+    def __init__(self, fragment, *args, credit: bool = True, view: bool = False, **kwargs):
+        self.credit = credit
+        self.view = view
+        super().__init__(fragment, *args, **kwargs)
+
+    def outputs(self, spec):
+        spec.output("out")
+        if self.credit:
+            spec.output("credit")
+        if self.view:
+            spec.output("view").condition(ConditionType.NONE)
+
+    def compute(self, op_input, op_output, context):
+        batch = self.to_batch(op_input.receive("in"))
+        runtime = self.runtimes[batch.lane]
+        started = time.monotonic_ns()
+        try:
+            runtime.finish(batch)
+        except Exception as exc:
+            batch.fail(self.stage, exc)
+        if batch.done_ns is None:
+            batch.done_ns = time.monotonic_ns()
+        batch.trace.append((self.stage, started, batch.done_ns))
+        for frame in batch.frames:
+            frame.stage_ms[self.stage] = (batch.done_ns - started) / 1e6
+        # the slot's overlay stays valid until the lane reuses the slot (after `depth` more batches)
+        runtime.release(batch)
+        if self.view and not batch.failed:
+            op_output.emit(batch, "view")
+        op_output.emit(batch, "out")
+        if self.credit and batch.gated:
+            op_output.emit(1, "credit")
+
+
+class LaneResultsOp(Operator):
+    """Leaf of a chain: accounts every frame (processed or dropped), per lane."""
+
+    def __init__(self, fragment, *args, ledger: LaneLedger, on_frame=None, **kwargs):
+        self.ledger = ledger
+        self.on_frame = on_frame  # optional callable(frame, done_ns), e.g. a results writer
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=4)
+
+    def compute(self, op_input, op_output, context):
+        batch: LaneBatch = op_input.receive("in")
+        for frame in batch.frames:
+            self.ledger.add(frame, batch.done_ns, batch.trace, batch.gpu_ms)
+            if self.on_frame is not None:
+                self.on_frame(frame, batch.done_ns)
+
+
+class HolovizFeedOp(Operator):
+    """Feeds Holoviz with the lane's overlay (already tinted by depth class, on the device) and,
+    as text layers, the depth legend and the frame's numbers. Connect `outputs` to Holoviz's
+    `receivers` and `output_specs` to its `input_specs`."""
+
+    def __init__(self, fragment, *args, **kwargs):
+        self.frames_shown = 0
+        self._legend = [LABELS[CLASS_NAMES[c]] for c in BURN_CLASSES]
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in")
+        spec.output("outputs")
+        spec.output("output_specs")
+
+    def compute(self, op_input, op_output, context):
+        from holoscan.operators import HolovizOp
+
+        batch: LaneBatch = op_input.receive("in")
+        frame = batch.frames[-1]
+        lines = [f"{frame.source} #{frame.index} [{frame.lane}]"] + summary_lines(frame.findings or {})[:3]
+        legend_xy = np.asarray([(0.01, 0.03 + 0.035 * i, 0.03) for i in range(len(self._legend))], np.float32)
+        numbers_xy = np.asarray([(0.01, 0.80 + 0.04 * i, 0.03) for i in range(len(lines))], np.float32)
+        op_output.emit({"overlay": frame.overlay, "legend": legend_xy, "numbers": numbers_xy}, "outputs")
+        specs = []
+        for name, text, colour in (("legend", self._legend, (1.0, 1.0, 1.0, 1.0)), ("numbers", lines, (1.0, 1.0, 0.2, 1.0))):
+            s = HolovizOp.InputSpec(name, "text")
+            s.text = list(text)
+            s.color = list(colour)
+            s.priority = 1
+            specs.append(s)
+        op_output.emit(specs, "output_specs")
+        self.frames_shown += 1
+
+
+class RenderCountOp(Operator):
+    """Receives Holoviz's headless render buffer (a GXF video buffer) and counts it."""
+
+    def __init__(self, fragment, *args, **kwargs):
+        self.rendered = 0
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in")
+
+    def compute(self, op_input, op_output, context):
+        if op_input.receive("in") is not None:
+            self.rendered += 1

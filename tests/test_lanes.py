@@ -1,0 +1,322 @@
+"""Priority lanes without a GPU: policies, queues, drop accounting, batching, the order lanes are
+served in, stream priorities, the lanes config, and the real lane graph on the CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from holoburn.clinical.lanes import (
+    DROPPED_OLDEST,
+    REFUSED_NEWEST,
+    LaneBoard,
+    LaneConfigError,
+    LanePolicy,
+    LaneQueue,
+    lane_buffer_bytes,
+    stream_priority,
+)
+from holoburn.clinical.triage import Lane, LaneRouter
+
+# ----------------------------------------------------------------------------- policies
+
+
+def test_emergency_never_batches():
+    with pytest.raises(LaneConfigError, match="EMERGENCY.*never batches"):
+        LanePolicy(Lane.EMERGENCY, batch_size=4, queue_capacity=4)
+    assert LanePolicy(Lane.EMERGENCY).batch_size == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=8, queue_capacity=4), "queue_capacity 4 is smaller than batch_size 8"),
+    (dict(drop="random"), "drop must be one of oldest, newest"),
+    (dict(depth=0), "depth"),
+    (dict(memory="borrowed"), "memory must be one of"),
+    (dict(stream_priority="urgentest"), "stream_priority"),
+    (dict(pool_mb=0), "pool_mb"),
+])
+def test_bad_policies_name_lane_key_and_value(kwargs, message):
+    with pytest.raises(LaneConfigError, match=message) as err:
+        LanePolicy(Lane.ROUTINE, **kwargs)
+    assert "lane ROUTINE" in str(err.value)
+
+
+def test_stream_priorities_come_from_the_device_range():
+    least, greatest = 0, -5  # an H100
+    assert stream_priority("highest", least, greatest) == -5
+    assert stream_priority("lowest", least, greatest) == 0
+    assert stream_priority("high", least, greatest) == -3
+    assert stream_priority("low", least, greatest) == -2
+    assert stream_priority(-9, least, greatest) == -5 and stream_priority(3, least, greatest) == 0  # clamped
+    # another device, another range: same levels, other numbers (nothing is hard-coded)
+    assert stream_priority("highest", 0, -2) == -2 and stream_priority("lowest", 0, -2) == 0
+    assert stream_priority("highest", 0, 0) == 0  # a device without priorities
+    with pytest.raises(LaneConfigError):
+        stream_priority("asap", 0, -5)
+
+
+def test_buffer_sizes_of_a_1080p_emergency_lane_fit_the_seed_pool():
+    sizes = lane_buffer_bytes(1080, 1920, 512, 6)
+    assert sizes["staging"] == 1080 * 1920 * 3 and sizes["model_input"] == 3 * 512 * 512 * 4
+    assert sum(sizes.values()) * 8 < 2048 << 20  # eight buffer sets well inside the 2 GB reservation
+
+
+# ----------------------------------------------------------------------------- queues
+
+
+def test_full_queue_drops_the_oldest_and_counts_it():
+    q = LaneQueue(LanePolicy(Lane.ROUTINE, batch_size=2, queue_capacity=3))
+    assert [q.push(i) for i in range(3)] == [[], [], []]
+    assert q.push(3) == [(0, DROPPED_OLDEST)]
+    assert q.push(4) == [(1, DROPPED_OLDEST)]
+    assert q.pop_batch() == [2, 3] and q.pop_batch() == [4] and q.pop_batch() == []
+    assert q.drops == {DROPPED_OLDEST: 2} and q.pushed == 5
+
+
+def test_drop_newest_keeps_what_is_queued():
+    q = LaneQueue(LanePolicy(Lane.BATCH_SCREENING, batch_size=1, queue_capacity=2, drop="newest"))
+    q.push("a"), q.push("b")
+    assert q.push("c") == [("c", REFUSED_NEWEST)]
+    assert q.pop_batch() == ["a"] and q.drops == {REFUSED_NEWEST: 1}
+
+
+def board_with(depth=None):
+    return LaneBoard([
+        LanePolicy(Lane.ROUTINE, batch_size=4, queue_capacity=8, depth=2),
+        LanePolicy(Lane.EMERGENCY, batch_size=1, queue_capacity=2, depth=2),
+        LanePolicy(Lane.URGENT, batch_size=2, queue_capacity=4, depth=2),
+    ], depth=depth)
+
+
+def test_board_serves_the_most_urgent_lane_first():
+    board = board_with(depth=10)
+    for i in range(6):
+        board.push(Lane.ROUTINE, f"r{i}")
+    board.push(Lane.URGENT, "u0")
+    board.push(Lane.EMERGENCY, "e0")
+    assert board.lanes == [Lane.EMERGENCY, Lane.URGENT, Lane.ROUTINE]
+    assert board.next_batch() == (Lane.EMERGENCY, ["e0"])
+    assert board.next_batch() == (Lane.URGENT, ["u0"])
+    assert board.next_batch() == (Lane.ROUTINE, ["r0", "r1", "r2", "r3"])  # batched, oldest first
+    board.push(Lane.EMERGENCY, "e1")  # arrives while routine frames still wait: goes first
+    assert board.next_batch() == (Lane.EMERGENCY, ["e1"])
+    assert board.next_batch() == (Lane.ROUTINE, ["r4", "r5"])
+    assert board.next_batch() is None
+    assert board.order == [("EMERGENCY", 1), ("URGENT", 1), ("ROUTINE", 4), ("EMERGENCY", 1), ("ROUTINE", 2)]
+
+
+def test_board_holds_back_when_its_chain_is_full():
+    board = board_with()  # depth: the smallest of its lanes, 2
+    for i in range(8):
+        board.push(Lane.ROUTINE, i)
+    assert board.next_batch() is not None and board.next_batch() is not None
+    board.push(Lane.EMERGENCY, "e")
+    assert board.next_batch() is None and board.in_flight == 2  # nothing more until a batch is done
+    board.done()
+    assert board.next_batch() == (Lane.EMERGENCY, ["e"])  # the freed place goes to the emergency
+    board.done(), board.done()
+    with pytest.raises(RuntimeError, match="without a batch in flight"):
+        board.done()
+
+
+def test_board_drop_accounting_and_drain():
+    board = board_with(depth=1)
+    dropped = [d for i in range(12) for d in board.push(Lane.ROUTINE, i)]
+    assert [d for d, _ in dropped] == [0, 1, 2, 3] and {r for _, r in dropped} == {DROPPED_OLDEST}
+    assert board.drops() == {"ROUTINE": {DROPPED_OLDEST: 4}}
+    assert board.stats()["ROUTINE"] == {"pushed": 12, "queued": 8, "batches": 0, "dropped": {DROPPED_OLDEST: 4}}
+    assert board.drain() == list(range(4, 12)) and board.queued()["ROUTINE"] == 0
+    with pytest.raises(KeyError, match="BATCH_SCREENING"):
+        board.push(Lane.BATCH_SCREENING, "x")
+
+
+def test_escalation_moves_a_source_into_the_emergency_queue():
+    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=2)
+    board = board_with(depth=10)
+    board.push(router.lane_for("cam"), "f0")
+    router.observe("cam", 0, {"flags": ["full_thickness_present"]})
+    board.push(router.lane_for("cam"), "f1")
+    assert board.next_batch() == (Lane.EMERGENCY, ["f1"])  # served before its own older routine frame
+    assert router.changes[-1]["to"] == "EMERGENCY" and router.changes[-1]["reason"] == "full_thickness_present"
+    router.observe("cam", 1, {"flags": []}), router.observe("cam", 2, {"flags": []})
+    assert router.lane_for("cam") is Lane.ROUTINE and router.changes[-1]["reason"] == "calm for 2 frames"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_bundled_lanes_config():
+    from holoburn.app.lanes import lane_policies, load_lanes_config
+
+    policies = lane_policies(load_lanes_config())
+    emergency = policies[Lane.EMERGENCY]
+    assert emergency.batch_size == 1 and emergency.memory == "dedicated" and emergency.pool_mb == 2048
+    assert emergency.stream_priority == "highest" and policies[Lane.ROUTINE].stream_priority == "lowest"
+    assert policies[Lane.ROUTINE].batch_size > 1 and policies[Lane.ROUTINE].drop == "oldest"
+
+
+def test_lanes_config_errors_name_the_file_and_key(tmp_path):
+    from holoburn.app.config import ConfigError
+    from holoburn.app.lanes import lane_policies, load_lanes_config
+
+    bad = tmp_path / "lanes.yaml"
+    bad.write_text("lanes:\n  ROUTINE:\n    batch_szie: 4\n")
+    with pytest.raises(ConfigError, match=r"lanes\.ROUTINE\.batch_szie: unknown key") as err:
+        load_lanes_config(bad)
+    assert str(bad) in str(err.value)
+    bad.write_text("lanes:\n  EMERGENCY:\n    batch_size: 2\n    queue_capacity: 4\n")
+    with pytest.raises(ConfigError, match=r"lanes\.EMERGENCY: .*never batches") as err:
+        lane_policies(load_lanes_config(bad))
+    assert str(bad) in str(err.value)
+
+
+# ----------------------------------------------------------------------------- the graph on the CPU
+
+
+def colour_frame(rgb, shape=(48, 64)):
+    frame = np.zeros((*shape, 3), np.uint8)
+    frame[:] = rgb
+    return frame
+
+
+RED = (230, 20, 20)  # the tiny test model calls red full thickness
+GREEN = (20, 230, 20)  # and green healthy skin
+
+
+def cpu_plan(tiny_card, sources, mode="lanes", escalate=False, overrides=None):
+    from holoburn.app.lanes import LanesPlan, build_router, build_runtimes, lane_policies, lanes_in_use, load_lanes_config
+    from holoburn.engines.backend import open_backend
+    from holoburn.engines.card import load_card
+
+    card = load_card(tiny_card)
+    config = load_lanes_config()
+    for lane, settings in (overrides or {}).items():
+        config["lanes"][lane].update(settings)
+    config["scheduler"]["worker_threads"] = 2
+    policies = lane_policies(config)
+    router = build_router(sources, {"escalate": escalate, "calm_frames": 1000})
+    backend = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=1)
+    runtimes, _ = build_runtimes(lanes_in_use(sources, router), policies, device="cpu", card=card,
+                                 open_backend_for=lambda lane: backend, router=router, sources=sources, render=False)
+    return LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device="cpu", mode=mode,
+                     config=config)
+
+
+def run(plan):
+    from holoburn.app.lanes import run_lanes
+
+    summary = run_lanes(plan)
+    app = summary.pop("_app")
+    records = [r for ledger in app.ledgers.values() for r in ledger.records]
+    return summary, records
+
+
+def test_cpu_lanes_serve_emergency_frames_before_queued_routine_frames(tiny_card):
+    from holoburn.app.lanes import SourceSpec
+
+    big = (240, 320)  # big enough that the routine cameras, unpaced, outrun the chain
+    sources = [SourceSpec("cam:e", [colour_frame(GREEN, big)], Lane.EMERGENCY, fps=25.0, count=8)]
+    sources += [SourceSpec(f"cam:r{i}", [colour_frame(GREEN, big)], Lane.ROUTINE, fps=None, count=200) for i in range(3)]
+    summary, records = run(cpu_plan(tiny_card, sources, overrides={"ROUTINE": {"queue_capacity": 12, "batch_size": 4}}))
+
+    # every frame accounted for: processed or dropped with its reason, nothing lost on the way
+    assert summary["frames_emitted"] == 8 + 600 == summary["frames_accounted"] and summary["lost_in_transport"] == 0
+    lanes = summary["chains"]["cpu"]["by_frame_lane"]
+    assert lanes["EMERGENCY"]["processed"] == 8 and lanes["EMERGENCY"]["dropped"] == {}
+    routine = lanes["ROUTINE"]
+    assert routine["processed"] + sum(routine["dropped"].values()) == 600
+    assert set(routine["dropped"]) <= {"queue_full_dropped_oldest", "queued_at_stop"}
+    assert routine["dropped"].get("queue_full_dropped_oldest", 0) > 0  # the routine lane was saturated
+    # the queue board saw the same drops
+    assert summary["chains"]["cpu"]["queues"]["ROUTINE"]["dropped"]["queue_full_dropped_oldest"] == \
+        routine["dropped"]["queue_full_dropped_oldest"]
+
+    # priority: no routine frame waiting when an emergency frame arrived was taken before it (it
+    # was taken after it, or dropped for a newer frame while it waited)
+    emergency = [r for r in records if r.lane == "EMERGENCY"]
+    waiting_routine = 0
+    for e in emergency:
+        for r in records:
+            if r.lane == "ROUTINE" and r.queued_ns < e.queued_ns and (r.dequeued_ns is None or r.dequeued_ns > e.queued_ns):
+                waiting_routine += 1
+                assert r.dequeued_ns is None or r.dequeued_ns >= e.dequeued_ns, \
+                    "a queued routine frame went before an emergency frame"
+    assert waiting_routine > 0  # there were routine frames waiting (the check above meant something)
+
+    # batching: emergency frames alone, routine frames up to the lane's batch size
+    served = summary["chains"]["cpu"]["served_order"]
+    assert all(n == 1 for lane, n in served if lane == "EMERGENCY")
+    assert max(n for lane, n in served if lane == "ROUTINE") == 4
+
+
+def test_one_chain_per_lane_as_on_a_gpu(tiny_card):
+    """The GPU graph's shape (a chain per lane, the emergency stages fused), run on the CPU."""
+    from holoburn.app.lanes import SourceSpec
+
+    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=40.0, count=10)]
+    sources += [SourceSpec(f"cam:r{i}", [colour_frame(GREEN)], Lane.ROUTINE, fps=None, count=80) for i in range(2)]
+    plan = cpu_plan(tiny_card, sources, overrides={"ROUTINE": {"queue_capacity": 8, "batch_size": 4}})
+    plan.per_lane_chains = True
+    plan.config["gpu"]["fuse_stages"] = ["EMERGENCY"]
+    summary, records = run(plan)
+    assert set(summary["chains"]) == {"emergency", "routine"}
+    assert summary["frames_emitted"] == 170 == summary["frames_accounted"]
+    emergency = [r for r in records if r.lane == "EMERGENCY"]
+    assert len(emergency) == 10 and all(r.done_ns for r in emergency)
+    assert [s for s, _, _ in emergency[0].trace] == ["process", "sink"]  # fused: one operator, then the sink
+    routine = [r for r in records if r.lane == "ROUTINE" and r.done_ns]
+    assert [s for s, _, _ in routine[0].trace] == ["preprocess", "inference", "postprocess", "overlay", "sink"]
+    assert summary["chains"]["emergency"]["served_order"] == [["EMERGENCY", 1]] * 10 or \
+        summary["chains"]["emergency"]["served_order"] == [("EMERGENCY", 1)] * 10
+
+
+def test_cpu_single_lane_comparison_queues_everything_together(tiny_card):
+    from holoburn.app.lanes import SourceSpec
+
+    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=40.0, count=5),
+               SourceSpec("cam:r", [colour_frame(GREEN)], Lane.ROUTINE, fps=None, count=40)]
+    summary, records = run(cpu_plan(tiny_card, sources, mode="single_lane"))
+    chain = summary["chains"]["single"]
+    assert chain["queue_lanes"] == ["ROUTINE"] and set(chain["queues"]) == {"ROUTINE"}
+    assert {r.queue_lane for r in records} == {"ROUTINE"}
+    assert {r.lane for r in records} == {"EMERGENCY", "ROUTINE"}  # frames keep their clinical lane
+    assert summary["frames_emitted"] == summary["frames_accounted"] == 45
+
+
+def test_cpu_escalation_reroutes_a_source_and_logs_the_change(tiny_card, caplog):
+    from holoburn.app.lanes import SourceSpec
+
+    sources = [SourceSpec("cam:burn", [colour_frame(RED)], Lane.ROUTINE, fps=30.0, count=12),
+               SourceSpec("cam:calm", [colour_frame(GREEN)], Lane.ROUTINE, fps=30.0, count=12)]
+    with caplog.at_level("INFO", logger="holoburn.lanes"):
+        summary, records = run(cpu_plan(tiny_card, sources, escalate=True))
+    changes = summary["lane_changes"]
+    assert [(c["source"], c["from"], c["to"]) for c in changes] == [("cam:burn", "ROUTINE", "EMERGENCY")]
+    assert changes[0]["reason"] == "full_thickness_present"
+    assert any("lane change: cam:burn" in m for m in caplog.messages)
+    burn = sorted((r for r in records if r.source == "cam:burn"), key=lambda r: r.index)
+    assert burn[0].lane == "ROUTINE" and burn[-1].lane == "EMERGENCY" and burn[-1].queue_lane == "EMERGENCY"
+    assert {r.lane for r in records if r.source == "cam:calm"} == {"ROUTINE"}
+
+
+def test_cpu_chain_mode_is_tracked_from_source_to_results(tiny_card, tmp_path):
+    from holoburn.app.lanes import SourceSpec, parse_flow_log
+
+    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=50.0, count=20)]
+    plan = cpu_plan(tiny_card, sources, mode="chain")
+    plan.track_log = tmp_path / "flow.log"
+    plan.skip_tracked = 0
+    summary, records = run(plan)
+    assert summary["frames_emitted"] == 20 == sum(1 for r in records if r.done_ns)
+    paths = parse_flow_log(plan.track_log)
+    full = [p for p in paths if p.startswith("source0,triage0,") and p.endswith("_results")]
+    assert full and len(paths[full[0]]) == 20 and min(paths[full[0]]) > 0
+
+
+def test_parse_flow_log(tmp_path):
+    from holoburn.app.lanes import parse_flow_log
+
+    log = tmp_path / "flow.log"
+    log.write_text("1:\n(src,1000,1100) -> (mid,1200,1300) -> (sink,1400,3500) \n\n"
+                   "2:\n(src,5000,5100) -> (sink,5400,6000) \n\n")
+    assert parse_flow_log(log) == {"src,mid,sink": [2.5], "src,sink": [1.0]}
