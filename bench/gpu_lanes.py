@@ -431,7 +431,8 @@ def main(argv=None):
                 "_fused": {"gpu": {"fuse_stages": ["EMERGENCY"]}},
                 "_fused_all": {"gpu": {"fuse_stages": ["EMERGENCY", "ROUTINE"]}},
                 "_fused_gil01": {"gpu": {"fuse_stages": ["EMERGENCY"]}, "scheduler": {"gil_switch_interval_ms": 0.1}},
-                "_nofreeze": {"scheduler": {"gc": "default"}}}
+                "_nofreeze": {"scheduler": {"gc": "default"}},
+                "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}}}
 
     def config_for(variant):
         out = copy.deepcopy(cfg)
