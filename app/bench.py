@@ -22,7 +22,12 @@ from .config import load_config
 
 
 def add_bench_arguments(p):
-    p.add_argument("--cpu", action="store_true", help="CPU pipeline vs plain ONNX Runtime loop (the only mode here; GPU lanes: bench/gpu_lanes.py)")
+    import argparse
+
+    p.add_argument("--cpu", action="store_true", help="CPU pipeline vs plain ONNX Runtime loop on the same frames")
+    p.add_argument("--lanes", nargs=argparse.REMAINDER, metavar="LANES-ARGS",
+                   help="priority lanes benchmark (GPU lab: --lanes --device cuda; CPU: --lanes --device cpu); "
+                        "the rest of the line goes to it (--lanes --help)")
     p.add_argument("--source", help="video:PATH (default: the bundled sample)")
     p.add_argument("--frames", type=int, default=60, help="frames per run (default 60)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each (default 3)")
@@ -70,8 +75,12 @@ def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
 def run_bench(args) -> int:
     from .run import sample_video
 
+    if args.lanes is not None:
+        from .bench_lanes import main as lanes_main
+
+        return lanes_main(args.lanes)
     if not args.cpu:
-        print("holoburn bench: only --cpu runs here; the GPU lanes benchmark is bench/gpu_lanes.py (GPU lab)", file=sys.stderr)
+        print("holoburn bench: choose --cpu (pipeline vs plain loop) or --lanes --device cuda|cpu", file=sys.stderr)
         return 2
     location = args.source.partition(":")[2] if args.source else str(sample_video())
     frames, fps = decode(location, args.frames)

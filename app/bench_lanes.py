@@ -1,0 +1,606 @@
+"""The priority-lanes benchmark (`holoburn bench --lanes`): build the lane graph, check it, time it, write the results.
+
+    holoburn bench --lanes --device cuda --out $OUT           # GPU lab (one H100, torch backend)
+    holoburn bench --lanes --device cpu --out bench/results   # any machine (ONNX Runtime); bench/gpu_lanes.py is the same
+
+Steps (each one reported, a failing step does not stop the others):
+  checks   GPU only: the fused lane kernels against the reference functions (engines.preprocess,
+           clinical.overlay) on the device, bit for bit; GPU masks against CPU (ONNX Runtime) masks
+           on the same frames.
+  chain    one 1920x1080 camera at 60 fps through the EMERGENCY lane, source-to-overlay latency
+           from Holoscan's data-flow tracking log (every message).
+  idle     the emergency camera alone through the lane graph: emergency latency, idle.
+  lanes    the emergency camera beside N routine 1080p cameras paced faster than the routine
+           lane can take them (its queue stays full, the oldest frames are dropped, counted):
+           emergency latency with lanes, routine frames per second with batching.
+  single   the same cameras, every frame in one ROUTINE lane at the default (lowest) priority.
+  pressure GPU only: all free device memory taken by a hog, then `lanes` again: failures per lane.
+  holoviz  GPU only: the chain step with headless Holoviz at the end of the emergency lane.
+  --variants repeats chain, idle and lanes with configuration variants in the same run (e.g.
+  `,_unfused,_fused_all`: the emergency stages as four operators; every lane's stages fused).
+Each lane step also reports where the time went (`*_breakdown_ms`, operators.gpu.trace_breakdown).
+Latency in the lane steps: from the source's emit to the end of the overlay on the device (the
+sink waits on the batch's CUDA event), per frame, after a warm-up; percentiles over one run.
+Allocations after warm-up: every CuPy request through each lane's memory (LaneMemory) plus the
+torch caching allocator's allocation and cudaMalloc counts, over the lanes and single steps.
+
+The model is the shipped burn_unet_v1 when present, otherwise a BurnUNet of the same architecture
+with random weights (timing does not depend on the weights; masks then mean nothing clinically).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from holoburn.app.lanes import (
+    LanesPlan,
+    SourceSpec,
+    build_router,
+    build_runtimes,
+    lane_policies,
+    lanes_in_use,
+    load_lanes_config,
+    parse_flow_log,
+    run_lanes,
+)
+from holoburn.clinical.triage import Lane, TriagePolicy
+from holoburn.engines.backend import open_backend
+from holoburn.engines.card import DEFAULT_CARD, load_card
+from holoburn.operators.gpu import trace_breakdown
+
+log = logging.getLogger("holoburn.bench")
+LAB_NOTE = "one H100 (lab), torch backend - TensorRT cannot run there"
+
+
+# ----------------------------------------------------------------------------- set-up
+
+
+def environment(device: str) -> dict:
+    facts = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    import holoscan
+
+    facts["holoscan"] = holoscan.__version__
+    if device == "cuda":
+        import cupy
+        import torch
+
+        from holoburn.operators.gpu import device_priority_range, priority_range_source
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        facts.update({
+            "gpu": props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"]),
+            "sm_count": int(props["multiProcessorCount"]),
+            "compute_capability": f"{props['major']}.{props['minor']}",
+            "cupy": cupy.__version__,
+            "torch": torch.__version__,
+            "stream_priority_range": list(device_priority_range()),
+            "stream_priority_range_from": priority_range_source(),
+        })
+    return facts
+
+
+def model_card(args, workdir: Path):
+    """The shipped card (run at --input-size when asked: BurnUNet is fully convolutional), else a
+    BurnUNet of the same architecture with random weights. Returns (card, description)."""
+    import shutil
+
+    import yaml
+
+    wanted = Path(args.model) if args.model else DEFAULT_CARD
+    if wanted.is_file():
+        card = load_card(wanted)
+        pt = card.sibling(card.raw.get("torch_state_dict") or card.onnx_path.stem + ".pt")
+        if args.device != "cuda" or pt.is_file():
+            size = args.input_size or card.input_size
+            if size == card.input_size:
+                return card, f"{card.model_id} (shipped weights, {size}x{size})"
+            raw = dict(card.raw)
+            raw["input"] = dict(raw["input"], size=size)
+            raw.pop("sha256", None)
+            for name in (raw["onnx"], raw.get("torch_state_dict") or card.onnx_path.stem + ".pt"):
+                shutil.copy(card.sibling(name), workdir / name)
+            path = workdir / card.path.name
+            path.write_text(yaml.safe_dump(raw, sort_keys=False))
+            return load_card(path), (f"{card.model_id} (shipped weights) run at {size}x{size}; its card says "
+                                     f"{card.input_size}x{card.input_size}")
+    import torch
+
+    from holoburn.engines.unet import WIDTHS, build_model
+
+    torch.manual_seed(0)
+    model = build_model(6, WIDTHS).eval()
+    size = args.input_size or 256
+    torch.save(model.state_dict(), workdir / "burn_unet_random.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(workdir / "burn_unet_random.onnx"), dynamo=False,
+                          opset_version=17, input_names=["frames"], output_names=["logits"],
+                          dynamic_axes={"frames": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N", 2: "H", 3: "W"}})
+    card = {
+        "model_id": "burn_unet_random", "onnx": "burn_unet_random.onnx", "torch_state_dict": "burn_unet_random.pt",
+        "architecture": {"name": "BurnUNet", "widths": list(WIDTHS)},
+        "input": {"name": "frames", "size": size, "multiple_of": 16},
+        "output": {"name": "logits", "channels": 6},
+        "classes": ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial", "full_thickness"],
+        "normalisation": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
+        "intended_use": "timing only: random weights",
+    }
+    path = workdir / "burn_unet_random.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return load_card(path), f"BurnUNet {WIDTHS} with RANDOM weights at {size}x{size} (shipped model absent)"
+
+
+def synthetic_frames(width: int, height: int, count: int) -> list[np.ndarray]:
+    """Burn scenes from holoburn's synthetic generator (a plain pattern if it is not installed)."""
+    try:
+        from holoburn.app import synth
+
+        frames = []
+        for scene in range(count):
+            frames += [f for f, _ in synth.scene_frames(7, scene, 1, (width, height))]
+        return frames
+    except Exception as exc:  # the generator is another package's; timing does not need it
+        log.warning("synthetic generator unavailable (%s); using a pattern", exc)
+        rng = np.random.default_rng(0)
+        return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def pinned_copies(frames):
+    """The frames in page-locked host memory, as a capture card would deliver them."""
+    import cupyx
+
+    out = []
+    for frame in frames:
+        pinned = cupyx.empty_pinned(frame.shape, frame.dtype)
+        pinned[...] = frame
+        out.append(pinned)
+    return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def run_direct(runtime, frames, lane: Lane = Lane.EMERGENCY):
+    """One batch straight through a runtime's stages (no Holoscan), for checks and warm-up."""
+    from holoburn.operators.frame import Frame
+    from holoburn.operators.gpu import LaneBatch
+
+    batch = LaneBatch(runtime.lane, [Frame(source="check", index=i, timestamp_s=0.0, image=f, lane=lane.name)
+                                     for i, f in enumerate(frames)])
+    for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
+        getattr(runtime, stage)(batch)
+    return batch
+
+
+def lane_latency(records, lane: str, t0_ns: int, t1_ns: int) -> dict:
+    values = np.asarray([(r.done_ns - r.entered_ns) / 1e6 for r in records
+                         if r.lane == lane and r.done_ns is not None and t0_ns <= r.entered_ns <= t1_ns], np.float64)
+    if not len(values):
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    return {"n": int(len(values)), "p50": round(float(np.percentile(values, 50)), 3),
+            "p90": round(float(np.percentile(values, 90)), 3), "p99": round(float(np.percentile(values, 99)), 3),
+            "max": round(float(values.max()), 3)}
+
+
+def throughput(records, lane: str, t0_ns: int, t1_ns: int) -> float:
+    done = [r.done_ns for r in records if r.lane == lane and r.done_ns is not None and t0_ns <= r.done_ns <= t1_ns]
+    return round(len(done) / ((t1_ns - t0_ns) / 1e9), 1)
+
+
+def records_of(summary) -> list:
+    app = summary.pop("_app")
+    out = []
+    for ledger in app.ledgers.values():
+        out += ledger.records
+    return out
+
+
+def window(summary, records, warm_s: float, measure_s: float):
+    starts = [r.entered_ns for r in records]
+    t0 = min(starts) + int(warm_s * 1e9)
+    return t0, t0 + int(measure_s * 1e9)
+
+
+def alloc_snapshot(runtimes) -> dict:
+    snap = {}
+    for lane, rt in runtimes.items():
+        mem = getattr(rt, "memory", None)
+        if mem is not None:
+            snap[lane.name] = (mem.requests_after_freeze, mem.device_mallocs_after_freeze, mem.failures)
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            stats = torch.cuda.memory_stats()
+            snap["torch"] = (stats.get("allocation.all.allocated", 0), stats.get("segment.all.allocated", 0),
+                             stats.get("num_alloc_retries", 0))
+    except ImportError:
+        pass
+    return snap
+
+
+def alloc_delta(before, after) -> dict:
+    out = {}
+    for key in after:
+        b = before.get(key, (0, 0, 0))
+        a = after[key]
+        if key == "torch":
+            out["torch"] = {"allocations": a[0] - b[0], "cudaMalloc_segments": a[1] - b[1], "alloc_retries": a[2] - b[2]}
+        else:
+            out[key] = {"cupy_requests": a[0] - b[0], "device_mallocs": a[1] - b[1], "failures": a[2] - b[2]}
+    return out
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def gpu_checks(args, card, frames, policies, workdir) -> dict:
+    """Fused kernels vs reference on the device; GPU masks vs ONNX Runtime masks on the CPU."""
+    import cupy as cp
+    import torch
+
+    from holoburn.clinical.overlay import tint
+    from holoburn.engines.preprocess import prepare_input
+    from holoburn.operators.gpu import CpuLaneRuntime, GpuLaneRuntime
+    from holoburn.operators.postprocess import segment
+
+    out = {}
+    policy = policies[Lane.EMERGENCY]
+    h, w = frames[0].shape[:2]
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 for this comparison
+    try:
+        gpu_backend = open_backend(card, "torch", "fp32", device="cuda")
+        runtime = GpuLaneRuntime(policy, card=card, backend=gpu_backend, frame_sizes=((h, w),), slots=2)
+        cpu = CpuLaneRuntime(policy, card=card, backend=open_backend(card, "onnxruntime", "fp32", device="cpu"),
+                             render=False)
+        runtime.bind(None, "cupy stream (checks)")
+        same_input = same_mask = same_overlay = 0
+        max_input_diff = 0.0
+        agreement = []
+        for frame in frames[:3]:
+            batch = run_direct(runtime, [frame])
+            got_mask = cp.asnumpy(batch.frames[0].mask)
+            got_overlay = cp.asnumpy(batch.frames[0].overlay)
+            got_input = cp.asnumpy(runtime.model_input[batch.slot if batch.slot is not None else 0][0])
+            runtime.release(batch)
+            ref_input, box = prepare_input(cp.asarray(frame), card.input_size, card.mean, card.std)
+            diff = float(np.abs(cp.asnumpy(ref_input[0]) - got_input).max())
+            max_input_diff = max(max_input_diff, diff)
+            same_input += diff == 0.0
+            cp.cuda.Device().synchronize()
+            logits = cp.asarray(gpu_backend.infer(ref_input))
+            cp.cuda.Device().synchronize()  # the backend ran on its own stream
+            ref_mask = cp.asnumpy(segment(logits, box))
+            same_mask += bool((ref_mask == got_mask).all())
+            ref_overlay = cp.asnumpy(tint(cp.asarray(frame), cp.asarray(ref_mask), runtime.alpha))
+            same_overlay += bool((ref_overlay == got_overlay).all())
+            cpu_batch = run_direct(cpu, [frame])
+            agreement.append(float((cpu_batch.frames[0].mask == got_mask).mean()))
+        runtime.unbind()
+        out = {
+            "frames": 3,
+            "fused_vs_reference_model_input_identical": same_input,
+            "fused_vs_reference_max_abs_diff": max_input_diff,
+            "fused_vs_reference_masks_identical": same_mask,
+            "fused_vs_reference_overlays_identical": same_overlay,
+            "gpu_torch_fp32_vs_cpu_onnxruntime_mask_agreement": [round(a, 6) for a in agreement],
+            "note": "CPU letterbox is OpenCV INTER_AREA, GPU is bilinear (engines.preprocess); "
+                    "agreement < 1 comes from that and from conv arithmetic, see tests/test_gpu_pipeline.py "
+                    "for exact equality on a colour model",
+        }
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    return out
+
+
+def sources_for(args, frames_gpu, emergency_fps, routine, routine_fps, seconds) -> list[SourceSpec]:
+    sources = [SourceSpec("camera:emergency", frames_gpu[:1], Lane.EMERGENCY, emergency_fps,
+                          int(emergency_fps * seconds))]
+    for i in range(routine):
+        sources.append(SourceSpec(f"camera:routine{i}", frames_gpu[1 + i % (len(frames_gpu) - 1):][:1] or frames_gpu[:1],
+                                  Lane.ROUTINE, routine_fps, int(routine_fps * seconds)))
+    return sources
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="holoburn bench --lanes", description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), required=True)
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", default=None, help="results file name (default gpu_lanes_<device>.json)")
+    p.add_argument("--model", default=None, help="model card (default: shipped burn_unet_v1, else random weights)")
+    p.add_argument("--input-size", type=int, default=None, help="random model's input side (default 512 GPU, 256 CPU)")
+    p.add_argument("--frame", default=None, help="WxH of the cameras (default 1920x1080 GPU, 640x360 CPU)")
+    p.add_argument("--precision", default="fp16")
+    p.add_argument("--seconds", type=float, default=None, help="measured seconds per step (after warm-up)")
+    p.add_argument("--warm", type=float, default=None, help="warm-up seconds per step")
+    p.add_argument("--routine-streams", type=int, default=None)
+    p.add_argument("--routine-fps", type=float, default=None)
+    p.add_argument("--emergency-fps", type=float, default=None)
+    p.add_argument("--chain-fps", type=float, default=None, help="the chain step's camera (default 60 GPU, 4 CPU)")
+    p.add_argument("--steps", default="checks,chain,idle,lanes,single,pressure,holoviz")
+    p.add_argument("--variants", default="", help="comma list of config variants for chain/idle/lanes, side by "
+                   "side in one run: '' (configs/lanes.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
+                   "_nofreeze")
+    p.add_argument("--lanes-config", default=None)
+    p.add_argument("--routine-batch", type=int, default=None,
+                   help="ROUTINE batch size (default: configs/lanes.yaml on the GPU, 2 on the CPU, where batching "
+                        "buys no throughput and a long routine batch is what an urgent frame waits behind)")
+    args = p.parse_args(argv)
+    gpu = args.device == "cuda"
+    args.input_size = args.input_size or (512 if gpu else None)  # the issue's 512 on the GPU; the card's own on the CPU
+    args.chain_fps = args.chain_fps or (60.0 if gpu else 4.0)
+    args.frame = args.frame or ("1920x1080" if gpu else "640x360")
+    seconds = args.seconds or (8.0 if gpu else 15.0)
+    warm = args.warm if args.warm is not None else (2.0 if gpu else 4.0)
+    routine = args.routine_streams if args.routine_streams is not None else (8 if gpu else 3)
+    routine_fps = args.routine_fps or (120.0 if gpu else 6.0)
+    emergency_fps = args.emergency_fps or (30.0 if gpu else 1.5)
+    steps = set(args.steps.split(","))
+    width, height = (int(v) for v in args.frame.lower().split("x"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="holoburn_bench_"))
+    command = "python3 bench/gpu_lanes.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    result = {"command": command, "device": None, "backend": None, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    errors = {}
+    started = time.monotonic()
+
+    def step(name, fn):
+        if name not in steps:
+            return None
+        t = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            value = fn()
+            print(f"== {name} done in {time.monotonic() - t:.1f} s", flush=True)
+            return value
+        except Exception as exc:  # report it and go on with the other steps
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+            return None
+
+    env = environment(args.device)
+    result["environment"] = env
+    result["device"] = env.get("gpu", "cpu") + (f" ({LAB_NOTE})" if gpu else f" ({env['cpus']} CPU cores)")
+    card, model_note = model_card(args, workdir)
+    result["model"] = model_note
+    result["input_size"] = card.input_size
+    result["frame"] = f"{width}x{height}"
+    frames = synthetic_frames(width, height, 4)
+    feed_frames = pinned_copies(frames) if gpu else frames
+    cfg = load_lanes_config(args.lanes_config)
+    routine_batch = args.routine_batch or (None if gpu else 2)
+    if routine_batch:
+        cfg["lanes"]["ROUTINE"]["batch_size"] = routine_batch
+    policies = lane_policies(cfg)
+    triage_cfg = {"escalate": False, "calm_frames": 30}  # lanes fixed while timing; escalation is tested in tests/
+    result["lanes_config"] = {l.name: vars(p) | {"lane": l.name} for l, p in policies.items()}
+    result["scheduler"] = cfg.get("scheduler")
+
+    if gpu:
+        result["backend"] = f"torch {args.precision} CUDA graphs ({LAB_NOTE})"
+        result["checks"] = step("checks", lambda: gpu_checks(args, card, frames, policies, workdir))
+
+        def open_for(lane):
+            return open_backend(card, "torch", args.precision, device="cuda")
+    else:
+        result["backend"] = "onnxruntime fp32 CPU"
+
+        def open_for(lane, _shared={}):
+            if "b" not in _shared:
+                _shared["b"] = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=os.cpu_count())
+            return _shared["b"]
+
+    # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
+    all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds)
+    router = build_router(all_sources, triage_cfg)
+    used = lanes_in_use(all_sources, router)
+    t = time.monotonic()
+    runtimes, priorities = build_runtimes(used, policies, device=args.device, card=card, open_backend_for=open_for,
+                                          router=router, triage=TriagePolicy(), sources=all_sources,
+                                          frame_sizes=((height, width),),
+                                          extra_slots={Lane.EMERGENCY: 6} if gpu else {}, render=True)
+    result["start_up_s"] = round(time.monotonic() - t, 2)
+    result["stream_priorities"] = {l.name: p for l, p in priorities.items()}
+    for lane, rt in runtimes.items():  # warm-up: kernels compiled, first batches through each lane
+        for _ in range(2):
+            rt.bind(None, "warm-up stream")
+            b = run_direct(rt, frames[: rt.policy.batch_size], lane)
+            rt.release(b)
+        rt.unbind()
+        rt.freeze()
+
+    import copy
+
+    variants = {"": {}, "_unfused": {"gpu": {"fuse_stages": []}},
+                "_fused": {"gpu": {"fuse_stages": ["EMERGENCY"]}},
+                "_fused_all": {"gpu": {"fuse_stages": ["EMERGENCY", "ROUTINE"]}},
+                "_fused_gil01": {"gpu": {"fuse_stages": ["EMERGENCY"]}, "scheduler": {"gil_switch_interval_ms": 0.1}},
+                "_nofreeze": {"scheduler": {"gc": "default"}},
+                "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}}}
+
+    def config_for(variant):
+        out = copy.deepcopy(cfg)
+        for section, values in variants[variant].items():
+            out[section].update(values)
+        return out
+
+    def plan(sources, mode, variant="", **kw):
+        return LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device=args.device,
+                         mode=mode, config=config_for(variant), priorities=priorities, **kw)
+
+    def chain_step(holoviz=False, variant=""):
+        n = int(args.chain_fps * (seconds + warm))
+        src = [SourceSpec("camera:emergency", feed_frames[:1], Lane.EMERGENCY, args.chain_fps, n)]
+        log_path = workdir / f"flow{variant}{'_holoviz' if holoviz else ''}.log"
+        summary = run_lanes(plan(src, "chain", variant, holoviz=holoviz, track_log=log_path, skip_tracked=0))
+        records = records_of(summary)
+        skip_ns = min(r.entered_ns for r in records) + int(warm * 1e9)
+        breakdown = trace_breakdown([r for r in records if r.entered_ns >= skip_ns])
+        paths = parse_flow_log(log_path)
+        skip = int(args.chain_fps * warm)
+        out = {"fps": args.chain_fps, "frames": n, "warm_up_frames_left_out": skip, "paths": {}}
+        for name, values in paths.items():
+            v = np.asarray(values[skip:], np.float64)
+            if len(v):
+                out["paths"][name] = {"n": int(len(v)), "p50": round(float(np.percentile(v, 50)), 3),
+                                      "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
+        out["breakdown_ms"] = breakdown
+        out["summary"] = summary
+        return out
+
+    def lanes_step(mode, sources, label, variant="", measure_s=None):
+        before = alloc_snapshot(runtimes)
+        summary = run_lanes(plan(sources, mode, variant))
+        after = alloc_snapshot(runtimes)
+        records = records_of(summary)
+        t0, t1 = window(summary, records, warm, measure_s or seconds)
+        out = {
+            "emergency_latency_ms": lane_latency(records, "EMERGENCY", t0, t1),
+            "routine_latency_ms": lane_latency(records, "ROUTINE", t0, t1),
+            "routine_fps": throughput(records, "ROUTINE", t0, t1),
+            "emergency_fps": throughput(records, "EMERGENCY", t0, t1),
+            "allocations": alloc_delta(before, after),
+            "emergency_breakdown_ms": trace_breakdown([r for r in records if r.lane == "EMERGENCY" and t0 <= r.entered_ns <= t1]),
+            "routine_breakdown_ms": trace_breakdown([r for r in records if r.lane == "ROUTINE" and t0 <= r.entered_ns <= t1]),
+            "summary": summary,
+        }
+        print(f"   {label}: emergency {out['emergency_latency_ms']}  routine fps {out['routine_fps']}", flush=True)
+        return out
+
+    total = seconds + warm
+    loaded = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total)
+    for v in args.variants.split(","):
+        if v not in variants:
+            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
+        steps |= {f"{base}{v}" for base in ("chain", "idle", "lanes") if base in steps}
+        result[f"chain{v}"] = step(f"chain{v}", lambda: chain_step(variant=v))
+        result[f"idle{v}"] = step(f"idle{v}", lambda: lanes_step(
+            "lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"idle{v}", v))
+        result[f"lanes{v}"] = step(f"lanes{v}", lambda: lanes_step("lanes", loaded, f"lanes{v}", v))
+    result["single"] = step("single", lambda: lanes_step("single_lane", loaded, "single lane"))
+    if gpu:
+        result["pressure"] = step("pressure", lambda: pressure_step(lanes_step, args, feed_frames, emergency_fps,
+                                                                      routine, routine_fps, min(total, 6.0), warm))
+        result["holoviz"] = step("holoviz", lambda: chain_step(holoviz=True))
+    result["runtimes"] = {l.name: rt.report() for l, rt in runtimes.items()}
+    result["errors"] = errors
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    headline(result, gpu)
+    name = args.name or f"gpu_lanes_{args.device}.json"
+    (out_dir / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    table(result)
+    print(f"written {out_dir / name}")
+    return 0 if not errors else 1
+
+
+def pressure_step(lanes_step, args, feed_frames, emergency_fps, routine, routine_fps, seconds, warm=2.0):
+    """Take every free byte of device memory, then run the lanes: who fails?"""
+    import cupy as cp
+
+    headroom = 256 << 20  # left for the CUDA runtime itself (streams and events of a new application)
+    hog, taken = [], 0
+    chunk = 1 << 30
+    while chunk >= (1 << 20):
+        free, _ = cp.cuda.runtime.memGetInfo()
+        if free - chunk < headroom:
+            chunk //= 2
+            continue
+        try:
+            hog.append(cp.cuda.Memory(chunk))
+            taken += chunk
+        except (cp.cuda.memory.OutOfMemoryError, cp.cuda.runtime.CUDARuntimeError):
+            chunk //= 2
+    free, total = cp.cuda.runtime.memGetInfo()
+    try:
+        out = lanes_step("lanes", sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds), "pressure",
+                         measure_s=max(1.0, seconds - warm))
+    finally:
+        del hog
+    out["hog_gib"] = round(taken / 2**30, 2)
+    out["device_free_mib_during"] = round(free / 2**20, 1)
+    return out
+
+
+def headline(result, gpu) -> None:
+    """The issue's fields, from the steps above."""
+    def get(path, default=None):
+        node = result
+        for key in path:
+            if not isinstance(node, dict) or node.get(key) is None:
+                return default
+            node = node[key]
+        return node
+
+    chain_paths = get(("chain", "paths"), {}) or {}
+    e2e = next((v for k, v in chain_paths.items() if k.endswith("_results")), None)
+    result["e2e_p50_ms"] = e2e and e2e["p50"]
+    result["e2e_p99_ms"] = e2e and e2e["p99"]
+    result["emergency_p50_ms_idle"] = get(("idle", "emergency_latency_ms", "p50"))
+    result["emergency_p99_ms_idle"] = get(("idle", "emergency_latency_ms", "p99"))
+    result["emergency_p50_ms_lanes"] = get(("lanes", "emergency_latency_ms", "p50"))
+    result["emergency_p99_ms_lanes"] = get(("lanes", "emergency_latency_ms", "p99"))
+    result["emergency_p50_ms_single_lane"] = get(("single", "emergency_latency_ms", "p50"))
+    result["emergency_p99_ms_single_lane"] = get(("single", "emergency_latency_ms", "p99"))
+    result["routine_fps"] = get(("lanes", "routine_fps"))
+    result["routine_fps_single_lane"] = get(("single", "routine_fps"))
+    lanes_p99, idle_p99, single_p99 = (result["emergency_p99_ms_lanes"], result["emergency_p99_ms_idle"],
+                                       result["emergency_p99_ms_single_lane"])
+    result["emergency_p99_lanes_over_idle"] = round(lanes_p99 / idle_p99, 2) if lanes_p99 and idle_p99 else None
+    result["emergency_p99_single_over_lanes"] = round(single_p99 / lanes_p99, 2) if lanes_p99 and single_p99 else None
+    allocations = {}
+    total = 0
+    for stepname in ("lanes", "single"):
+        delta = get((stepname, "allocations"), {}) or {}
+        allocations[stepname] = delta
+        for key, v in delta.items():
+            total += v.get("cupy_requests", 0) + v.get("device_mallocs", 0) + v.get("allocations", 0) + v.get("cudaMalloc_segments", 0)
+    result["allocations_after_warmup"] = total if gpu else None
+    result["allocations_after_warmup_detail"] = allocations
+    result["memory_per_lane"] = {l: {k: r.get(k) for k in ("memory", "engine_mb", "pinned_host_mb", "stream_priority", "buffer_sets")}
+                                 for l, r in (result.get("runtimes") or {}).items()}
+    if gpu:
+        result["goals"] = {
+            "e2e_p99_le_10ms": result["e2e_p99_ms"] is not None and result["e2e_p99_ms"] <= 10.0,
+            "emergency_p99_lanes_le_1_5x_idle": result["emergency_p99_lanes_over_idle"] is not None and result["emergency_p99_lanes_over_idle"] <= 1.5,
+            "emergency_p99_5x_lower_than_single_lane": result["emergency_p99_single_over_lanes"] is not None and result["emergency_p99_single_over_lanes"] >= 5.0,
+            "routine_fps_ge_480": (result["routine_fps"] or 0) >= 480,
+            "allocations_after_warmup_zero": total == 0,
+        }
+
+
+def table(result) -> None:
+    rows = [
+        ("device", result.get("device")),
+        ("backend", result.get("backend")),
+        ("model", result.get("model")),
+        ("source->overlay p50 / p99 ms (tracker)", f"{result.get('e2e_p50_ms')} / {result.get('e2e_p99_ms')}"),
+        ("emergency idle p50 / p99 ms", f"{result.get('emergency_p50_ms_idle')} / {result.get('emergency_p99_ms_idle')}"),
+        ("emergency loaded, lanes p50 / p99 ms", f"{result.get('emergency_p50_ms_lanes')} / {result.get('emergency_p99_ms_lanes')}"),
+        ("emergency loaded, one lane p50 / p99 ms", f"{result.get('emergency_p50_ms_single_lane')} / {result.get('emergency_p99_ms_single_lane')}"),
+        ("p99 lanes/idle, single/lanes", f"{result.get('emergency_p99_lanes_over_idle')}, {result.get('emergency_p99_single_over_lanes')}"),
+        ("routine fps (lanes / one lane)", f"{result.get('routine_fps')} / {result.get('routine_fps_single_lane')}"),
+        ("allocations after warm-up", result.get("allocations_after_warmup")),
+        ("errors", ", ".join(result.get("errors") or {}) or "none"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
