@@ -43,6 +43,7 @@ from holoscan.schedulers import EventBasedScheduler
 
 from ..clinical.lanes import LaneBoard, LaneConfigError, LanePolicy, stream_priority
 from ..clinical.triage import Lane, LaneRouter, TriagePolicy
+from ..operators.frame_source import FrameSourceOp
 from ..operators.gpu import (
     CpuLaneRuntime,
     FrameFeedOp,
@@ -137,6 +138,8 @@ class SourceSpec:
     fps: float | None = 30.0
     count: int | None = None
     facts: SourceFacts = field(default_factory=SourceFacts)
+    reader: object = None  # a real source (media.video / media.camera reader) instead of `images`
+    realtime: bool = False  # with a reader: pace frames by their timestamps
 
 
 def build_router(sources: list[SourceSpec], triage_config: dict) -> LaneRouter:
@@ -193,6 +196,7 @@ class LanesPlan:
     skip_tracked: int = 30  # tracked messages to leave out at the start (warm-up)
     max_duration_s: float | None = None
     per_lane_chains: bool | None = None  # None: one chain per lane on a GPU, one shared chain on the CPU
+    on_frame: object = None  # callable(frame, done_ns) for every frame that leaves the graph
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -252,6 +256,8 @@ class LanesApp(Application):
         gpu = plan.device.startswith("cuda")
         chains, routes = plan_chains(plan)
         self.chains = chains
+        for chain in chains:
+            chain.ledger.on_frame = plan.on_frame
         gated = plan.mode != "chain"
         green = self._green_contexts(chains) if gpu else {}
 
@@ -296,6 +302,10 @@ class LanesApp(Application):
         # the cameras, then triage: with lanes one gate routes, queues and releases batches
         self.feeds = []
         for i, source in enumerate(plan.sources):
+            if source.reader is not None:
+                self.feeds.append(FrameSourceOp(self, reader=source.reader, source_id=source.source_id,
+                                                realtime=source.realtime, max_frames=source.count, name=f"source{i}"))
+                continue
             conditions = []
             if source.count is not None:
                 conditions.append(CountCondition(self, int(source.count), name=f"source{i}_count"))

@@ -39,8 +39,9 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
 
 
 def add_run_arguments(p):
-    p.add_argument("--source", required=True,
-                   help="video:PATH | camera:/dev/videoN | gxf:DIR/BASENAME | dicom:PATH (file, folder or DICOMDIR)")
+    p.add_argument("--source", required=True, action="append",
+                   help="video:PATH | camera:/dev/videoN | gxf:DIR/BASENAME | dicom:PATH (file, folder or DICOMDIR); "
+                        "repeat for several sources, each optionally with its lane: video:a.mp4@EMERGENCY")
     _common(p, None)
 
 
@@ -124,7 +125,7 @@ def recorded_total(config: dict) -> int | None:
     return recorded_frames(*gxf_recording(location)) if kind == "gxf" else None
 
 
-def print_summary(summary: dict, out_dir: Path) -> None:
+def print_summary(summary: dict, out_dir: Path, overlays=None) -> None:
     lat = summary["latency_ms"]
     dropped = ", ".join(f"{k}: {v}" for k, v in summary["dropped"].items()) or "none"
     rows = [
@@ -137,7 +138,7 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         ("latency p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms"),
         ("triage levels", ", ".join(f"{k}: {v}" for k, v in sorted(summary["triage_levels"].items())) or "none"),
         ("results", out_dir / "results.jsonl"),
-        ("overlay video", out_dir / "overlay.mp4"),
+        ("overlay video", ", ".join(str(out_dir / o) for o in overlays) if overlays else out_dir / "overlay.mp4"),
         ("summary", out_dir / "summary.json"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -162,7 +163,19 @@ def _replay_and_report(args, location: str) -> int:
 
 
 def run_run(args) -> int:
-    return _replay_and_report(args, args.source)
+    if len(args.source) == 1:
+        return _replay_and_report(args, args.source[0])
+    from .multi_source import replay_sources
+
+    if holoscan_argv(args):
+        raise ValueError("a distributed run takes one --source")
+    out_dir = Path(args.out)
+    config = _config(args, args.source[0].rpartition("@")[0] or args.source[0])
+    summary = replay_sources(config, args.source, out_dir, progress=Progress("frames", None))
+    print_summary({**summary, "outputs": summary["outputs"]}, out_dir, overlays=summary["outputs"]["overlays"])
+    for sid, per in summary["sources"].items():
+        print(f"  {sid}: lane {per['lane']}, {per['frames_in']} in, {per['processed']} processed, dropped {per['dropped'] or 'none'}")
+    return 0
 
 
 def run_demo(args) -> int:

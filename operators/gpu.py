@@ -847,9 +847,12 @@ class LaneLedger:
     latencies_ms: dict = field(default_factory=dict)  # lane -> [ms]
     records: list = field(default_factory=list)  # LaneRecord per frame
     keep_records: int = 200000
+    on_frame: object = None  # optional callable(frame, done_ns) for every frame, processed or dropped
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, frame: Frame, done_ns: int | None, trace=(), gpu_ms=None) -> None:
+        if self.on_frame is not None:  # e.g. the results writer of `holoburn run` with several sources
+            self.on_frame(frame, done_ns)
         with self._lock:
             lane = frame.lane
             if frame.ok and done_ns is not None:

@@ -1,0 +1,39 @@
+"""Several sources at once, each with its lane, through the priority-lanes graph on the CPU."""
+from __future__ import annotations
+
+import json
+
+from test_pipeline import count_frames, holoburn
+
+
+def test_two_sources_each_with_its_lane(tmp_path, tiny_card):
+    for name, seed, frames in (("a", 7000001, 12), ("b", 7000002, 10)):
+        made = holoburn("synth", "--out", tmp_path / name, "--frames", frames, "--seed", seed, "--size", "160x120",
+                        "--fps", 10)
+        assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"video:{tmp_path / 'a' / 'frames.mp4'}@EMERGENCY",
+                      "--source", f"video:{tmp_path / 'b' / 'frames.mp4'}", "--model", tiny_card, "--out", out)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    by_source = {}
+    for line in lines:
+        by_source.setdefault(line["source"], []).append(line)
+    assert sorted(len(v) for v in by_source.values()) == [10, 12]  # every frame of both, dropped or not
+    for records in by_source.values():
+        assert [r["frame"] for r in records] == list(range(len(records)))  # each source in frame order
+        assert all(r["backend"] == "onnxruntime" for r in records)
+    first = by_source["video:frames.mp4"]
+    assert first[0]["lane"] == "EMERGENCY"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_in"] == 22 == summary["processed"] + sum(summary["dropped"].values())
+    for sid, per in summary["sources"].items():
+        assert per["frames_in"] == per["processed"] + sum(per["dropped"].values())
+        assert count_frames(out / per["overlay"]) == per["processed"] == per["overlay_frames"]
+    assert summary["sources"]["video:frames.mp4"]["lane"] == "EMERGENCY"
+
+
+def test_the_same_source_twice_is_refused(tmp_path, tiny_card, red_green_video):
+    result = holoburn("run", "--source", f"video:{red_green_video}", "--source", f"video:{red_green_video}@URGENT",
+                      "--model", tiny_card, "--out", tmp_path / "o")
+    assert result.returncode == 2 and "given twice" in result.stderr
