@@ -10,6 +10,7 @@ its reason. Frames of one source are written in frame order, dropped ones includ
 from __future__ import annotations
 
 import json
+import queue
 import re
 import threading
 import time
@@ -51,6 +52,12 @@ class SourcesRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.results = open(self.out_dir / "results.jsonl", "w", buffering=1)
         self.writers = {sid: VideoWriter(self.out_dir / f"overlay_{slug(sid)}.mp4", fps, fourcc) for sid, fps in sources.items()}
+        # encoding a 1080p overlay takes longer than a frame period: each source's pictures are
+        # written by a thread of its own (OpenCV lets go of the GIL), not by the graph's workers
+        self._pictures = {sid: queue.Queue(maxsize=64) for sid in sources}
+        self._threads = [threading.Thread(target=self._write_pictures, args=(sid,), daemon=True, name=f"writer-{slug(sid)}")
+                         for sid in sources]
+        self._errors: list[str] = []
         self.masks_dir = Path(masks_dir) if masks_dir else None
         self.ledgers = {sid: RunLedger() for sid in sources}
         self.total = RunLedger()
@@ -59,6 +66,8 @@ class SourcesRecorder:
         self._lock = threading.Lock()
         self.progress = progress
         self.backend_info: dict = {}  # backend, version, precision, device, model id, for every record
+        for thread in self._threads:
+            thread.start()
 
     def __call__(self, frame, done_ns) -> None:
         latency_ms = ((done_ns or time.monotonic_ns()) - frame.entered_ns) / 1e6
@@ -87,22 +96,41 @@ class SourcesRecorder:
             self.results.write(json.dumps(record) + "\n")
             self.ledgers[source].add(frame, latency_ms)
             self.total.add(frame, latency_ms)
-            if frame.ok and overlay is not None:
-                self.writers[source].write(overlay)
-            if frame.ok and mask is not None and self.masks_dir is not None:
-                folder = self.masks_dir / slug(source)
-                folder.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(folder / f"{frame.index:06d}.png"), mask)
+            if frame.ok:
+                self._pictures[source].put((frame.index, overlay, mask))
             if self.progress:
                 self.progress(self.total.frames_in)
 
-    def close(self) -> None:
+    def _write_pictures(self, source: str) -> None:
+        folder = self.masks_dir / slug(source) if self.masks_dir is not None else None
+        while True:
+            item = self._pictures[source].get()
+            if item is None:
+                return
+            index, overlay, mask = item
+            try:
+                if overlay is not None:
+                    self.writers[source].write(overlay)
+                if folder is not None and mask is not None:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    if not cv2.imwrite(str(folder / f"{index:06d}.png"), mask):
+                        raise OSError(f"cannot write mask {folder / f'{index:06d}.png'}")
+            except Exception as exc:  # reported in the summary, never silently lost
+                self._errors.append(f"{source} frame {index}: {exc}")
+
+    def close(self) -> list[str]:
+        """Flush everything; returns the errors of the picture writers (empty when none)."""
         with self._lock:
             for source in self._pending:
                 self._flush(source, everything=True)
         self.results.close()
+        for source, pictures in self._pictures.items():
+            pictures.put(None)
+        for thread in self._threads:
+            thread.join()
         for writer in self.writers.values():
             writer.close()
+        return self._errors
 
 
 def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None) -> dict:
@@ -149,7 +177,7 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
     try:
         lanes_summary = run_lanes(plan)
     finally:
-        recorder.close()
+        write_errors = recorder.close()
     summary = {
         "sources": {sid: {"lane": s.lane.name, **recorder.ledgers[sid].summary(),
                           "overlay": f"overlay_{slug(sid)}.mp4", "overlay_frames": recorder.writers[sid].frames_written}
@@ -160,6 +188,7 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         **recorder.total.summary(),
         "lane_changes": router.changes,
+        "write_errors": write_errors,
         "lanes": lanes_summary.get("chains"),
         "outputs": {"results": "results.jsonl", "summary": "summary.json",
                     "overlays": [f"overlay_{slug(sid)}.mp4" for sid in fps]},
