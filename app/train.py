@@ -31,7 +31,8 @@ from holoburn.app import synth
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
 from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
 from holoburn.engines.preprocess import prepare_input, restore_mask
-from holoburn.engines.unet import WIDTHS, build_model  # the architecture lives below app/ for the torch backend
+from holoburn.engines.unet import WIDTHS, build_model
+from holoburn.media.video import VideoReader  # the architecture lives below app/ for the torch backend
 
 MODEL_ID = "burn_unet_v1"
 #: per-channel RGB normalisation, 0..255 units (the usual ImageNet statistics)
@@ -174,14 +175,8 @@ def read_heldout(directory) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Frames decoded from `directory/frames.mp4` (RGB) and their masks, as `generate` wrote them."""
     directory = Path(directory)
     manifest = json.loads((directory / "manifest.json").read_text())
-    capture = cv2.VideoCapture(str(directory / "frames.mp4"))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+    with VideoReader(directory / "frames.mp4") as reader:
+        frames = [frame for frame, _ in reader]
     masks = [cv2.imread(str(directory / "masks" / name), cv2.IMREAD_UNCHANGED) for name in sorted(manifest["masks"]["sha256"])]
     if len(frames) != len(masks):
         raise RuntimeError(f"{directory}/frames.mp4 decoded to {len(frames)} frames but there are {len(masks)} masks")

@@ -10,6 +10,7 @@ import pytest
 
 from holoburn.app import synth
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES, HEALTHY_SKIN, NUM_CLASSES
+from holoburn.media.video import VideoReader
 
 SMALL = (160, 120)
 
@@ -147,15 +148,8 @@ def test_generate_writes_reproducible_files(tmp_path):
 
     decoded = []
     for run in ("a", "b"):
-        capture = cv2.VideoCapture(str(tmp_path / run / "frames.mp4"))
-        frames = []
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        capture.release()
-        decoded.append(frames)
+        with VideoReader(tmp_path / run / "frames.mp4") as reader:
+            decoded.append([frame for frame, _ in reader])
     assert len(decoded[0]) == 10, "video frame count must equal `frames`"
     assert all(np.array_equal(x, y) for x, y in zip(*decoded))
     # lossy, but the same picture: decoded frames stay close to the rendered ones
