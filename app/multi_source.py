@@ -42,6 +42,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:60] or "source"
 
 
+def overlay_name(source: str, sources: int) -> str:
+    return "overlay.mp4" if sources == 1 else f"overlay_{slug(source)}.mp4"
+
+
 class SourcesRecorder:
     """Writes every frame that leaves the lane graph: results.jsonl, each source's overlay video
     and masks, in each source's frame order (a per-source reorder buffer: escalation can let a
@@ -51,7 +55,8 @@ class SourcesRecorder:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.results = open(self.out_dir / "results.jsonl", "w", buffering=1)
-        self.writers = {sid: VideoWriter(self.out_dir / f"overlay_{slug(sid)}.mp4", fps, fourcc) for sid, fps in sources.items()}
+        self.overlay_names = {sid: overlay_name(sid, len(sources)) for sid in sources}
+        self.writers = {sid: VideoWriter(self.out_dir / self.overlay_names[sid], fps, fourcc) for sid, fps in sources.items()}
         # encoding a 1080p overlay takes longer than a frame period: each source's pictures are
         # written by a thread of its own (OpenCV lets go of the GIL), not by the graph's workers
         self._pictures = {sid: queue.Queue(maxsize=64) for sid in sources}
@@ -102,7 +107,9 @@ class SourcesRecorder:
                 self.progress(self.total.frames_in)
 
     def _write_pictures(self, source: str) -> None:
-        folder = self.masks_dir / slug(source) if self.masks_dir is not None else None
+        folder = None
+        if self.masks_dir is not None:
+            folder = self.masks_dir if len(self.writers) == 1 else self.masks_dir / slug(source)
         while True:
             item = self._pictures[source].get()
             if item is None:
@@ -111,7 +118,7 @@ class SourcesRecorder:
             try:
                 if overlay is not None:
                     self.writers[source].write(overlay)
-                if folder is not None and mask is not None:
+                if folder is not None and mask is not None:  # one source: masks straight in the folder
                     folder.mkdir(parents=True, exist_ok=True)
                     if not cv2.imwrite(str(folder / f"{index:06d}.png"), mask):
                         raise OSError(f"cannot write mask {folder / f'{index:06d}.png'}")
@@ -133,11 +140,16 @@ class SourcesRecorder:
         return self._errors
 
 
-def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None) -> dict:
-    """Run several sources through the lanes; write results, overlays and summary.json."""
+def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None, device: str | None = None) -> dict:
+    """Run sources through the lanes graph; write results, overlays and summary.json.
+
+    Several sources: the gated lanes (queues, priorities, drops). One source: its lane's chain
+    straight through with back-pressure (nothing dropped), the device path of a single camera or
+    recording on a GPU, with the output contract of `holoburn run`."""
     src, inference, tri = config["source"], config["inference"], config["triage"]
     card = load_card(inference["model"] or None)
-    device = "cuda" if cuda_available() and inference["backend"] in ("auto", "torch", "tensorrt") else "cpu"
+    device = device or ("cuda" if cuda_available() and inference["backend"] in ("auto", "torch", "tensorrt") else "cpu")
+    single = len(specs) == 1
     region = src["body_region"]
     facts = SourceFacts(region_tbsa_pct(region, src["age_years"]) if region else None, region, src["cm2_per_pixel"])
     sources, fps = [], {}
@@ -157,11 +169,11 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
         # several sources are cameras side by side: recordings play at their own pace (as a camera
         # delivers frames), so a lane that cannot keep up drops its oldest frames, counted
         sources.append(SourceSpec(sid, [], lane, fps=None, count=src["max_frames"], facts=facts, reader=reader,
-                                  realtime=True))
+                                  realtime=bool(src["realtime"]) if single else True))
     lanes_config = load_lanes_config(None)
     policies = lane_policies(lanes_config)
     router = build_router(sources, tri)
-    used = lanes_in_use(sources, router)
+    used = [sources[0].lane] if single else lanes_in_use(sources, router)
     sizes = tuple({(s.reader.height, s.reader.width) for s in sources if getattr(s.reader, "height", 0)}) or ((1080, 1920),)
     runtimes, priorities = build_runtimes(
         used, policies, device=device, card=card, router=router, sources=sources, frame_sizes=sizes,
@@ -171,7 +183,8 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
     recorder = SourcesRecorder(out_dir, fps, config["results"]["save_masks"], config["video_sink"]["fourcc"], progress)
     backend = next(iter(runtimes.values())).backend
     recorder.backend_info = {**backend.describe(), "model_id": card.model_id}
-    plan = LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device=device, mode="lanes",
+    plan = LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device=device,
+                     mode="chain" if single else "lanes",
                      config=lanes_config, priorities=priorities, on_frame=recorder)
     started = time.time()
     try:
@@ -180,8 +193,9 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
         write_errors = recorder.close()
     summary = {
         "sources": {sid: {"lane": s.lane.name, **recorder.ledgers[sid].summary(),
-                          "overlay": f"overlay_{slug(sid)}.mp4", "overlay_frames": recorder.writers[sid].frames_written}
+                          "overlay": recorder.overlay_names[sid], "overlay_frames": recorder.writers[sid].frames_written}
                     for sid, s in zip(fps, sources)},
+        "overlay_frames": sum(w.frames_written for w in recorder.writers.values()),
         "model_id": card.model_id,
         "model_sha256": card.model_sha256(),
         **backend.describe(),
@@ -191,7 +205,7 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None)
         "write_errors": write_errors,
         "lanes": lanes_summary.get("chains"),
         "outputs": {"results": "results.jsonl", "summary": "summary.json",
-                    "overlays": [f"overlay_{slug(sid)}.mp4" for sid in fps]},
+                    "overlays": list(recorder.overlay_names.values())},
     }
     emitted = sum(int(v.get("emitted", 0)) for v in lanes_summary["sources"].values())
     if emitted != summary["frames_in"]:

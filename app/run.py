@@ -163,8 +163,12 @@ def _replay_and_report(args, location: str) -> int:
 
 
 def run_run(args) -> int:
-    if len(args.source) == 1:
+    from ..engines.backend import cuda_available
+
+    on_gpu = cuda_available() and (args.backend or "auto") in ("auto", "torch", "tensorrt")
+    if len(args.source) == 1 and (not on_gpu or holoscan_argv(args)):
         return _replay_and_report(args, args.source[0])
+    # several sources, or one on a GPU: the lanes graph (frames stay on the device there)
     from .multi_source import replay_sources
 
     if holoscan_argv(args):
@@ -172,7 +176,7 @@ def run_run(args) -> int:
     out_dir = Path(args.out)
     config = _config(args, args.source[0].rpartition("@")[0] or args.source[0])
     summary = replay_sources(config, args.source, out_dir, progress=Progress("frames", None))
-    print_summary({**summary, "outputs": summary["outputs"]}, out_dir, overlays=summary["outputs"]["overlays"])
+    print_summary(summary, out_dir, overlays=summary["outputs"]["overlays"])
     for sid, per in summary["sources"].items():
         print(f"  {sid}: lane {per['lane']}, {per['frames_in']} in, {per['processed']} processed, dropped {per['dropped'] or 'none'}")
     return 0

@@ -37,3 +37,20 @@ def test_the_same_source_twice_is_refused(tmp_path, tiny_card, red_green_video):
     result = holoburn("run", "--source", f"video:{red_green_video}", "--source", f"video:{red_green_video}@URGENT",
                       "--model", tiny_card, "--out", tmp_path / "o")
     assert result.returncode == 2 and "given twice" in result.stderr
+
+
+def test_one_source_through_the_lane_chain_keeps_the_run_contract(tmp_path, tiny_card, red_green_video):
+    """The device path of `holoburn run` on a GPU (one source: its lane's chain, back-pressure,
+    nothing dropped), exercised here on the CPU."""
+    from holoburn.app.config import load_config
+    from holoburn.app.multi_source import replay_sources
+
+    out = tmp_path / "out"
+    config = load_config(None, {"inference.model": str(tiny_card), "results.save_masks": str(out / "masks")})
+    summary = replay_sources(config, [f"video:{red_green_video}"], out, device="cpu")
+    assert summary["frames_in"] == summary["processed"] == 12 and summary["dropped"] == {}
+    lines = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert [l["frame"] for l in lines] == list(range(12))
+    assert lines[0]["triage"]["level"] == "refer" and lines[0]["burn_share_of_skin"] > 0.4
+    assert count_frames(out / "overlay.mp4") == 12 == summary["overlay_frames"]
+    assert len(list((out / "masks").glob("*.png"))) == 12
