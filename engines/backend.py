@@ -99,16 +99,28 @@ def cuda_available() -> bool:
         return False
 
 
+def _onnxruntime_has_cuda() -> bool:
+    try:
+        import onnxruntime
+
+        return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    except ImportError:
+        return False
+
+
 def open_backend(card: ModelCard, name: str = "auto", precision: str = "fp32", device: str | None = None, **options) -> Backend:
     """Open `name` (or the best present for the device when `auto`) for `card` at `precision`."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    device = device or ("cuda" if cuda_available() else "cpu")
+    if device is None:
+        device = "cuda" if cuda_available() and (name != "onnxruntime" or _onnxruntime_has_cuda()) else "cpu"
     if name == "auto":
         reasons = []
         for candidate in AUTO_ORDER["cuda" if device.startswith("cuda") else "cpu"]:
             try:
-                backend = open_backend(card, candidate, precision, device, **options)
+                # ONNX Runtime without its CUDA provider still serves, on the CPU
+                where = None if candidate == "onnxruntime" else device
+                backend = open_backend(card, candidate, precision, where, **options)
             except BackendUnavailable as exc:
                 reasons.append(f"{candidate}: {exc}")
                 continue
