@@ -802,6 +802,19 @@ def write_dataset(dataset: Dataset, out_path: Path) -> None:
         raise
 
 
+def _read_deidentified(path, ref: str, uid_map: UidMap, audit, allow_burned_in: bool,
+                       retain_patient_characteristics: bool) -> Dataset:
+    """Read one file and return its de-identified copy (the identified original is not kept)."""
+    return deidentify(read_dicom(path), uid_map, allow_burned_in=allow_burned_in,
+                      retain_patient_characteristics=retain_patient_characteristics, audit=audit, source_ref=ref)
+
+
+def _audit_skip(audit, ref: str, error: "DicomInputError") -> None:
+    """Audit a skipped file; a burned-in refusal is audited by deidentify() already."""
+    if audit is not None and not isinstance(error, BurnedInAnnotationError):
+        audit.append("read", {"file": ref}, {"outcome": "skipped", "kind": error.kind})
+
+
 def deidentify_file(
     in_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -820,22 +833,10 @@ def deidentify_file(
     """
     ref = path_ref(in_path)
     try:
-        source = read_dicom(in_path)
-        out = deidentify(
-            source,
-            uid_map,
-            allow_burned_in=allow_burned_in,
-            retain_patient_characteristics=retain_patient_characteristics,
-            audit=audit,
-            source_ref=ref,
-        )
-    except BurnedInAnnotationError:
-        raise  # deidentify() has audited the refusal
+        out = _read_deidentified(in_path, ref, uid_map, audit, allow_burned_in, retain_patient_characteristics)
     except DicomInputError as error:
-        if audit is not None:
-            audit.append("read", {"file": ref}, {"outcome": "skipped", "kind": error.kind})
+        _audit_skip(audit, ref, error)
         raise
-    del source
     target = Path(out_path)
     if target.is_dir():
         target = target / output_name(out, ref)
@@ -904,16 +905,7 @@ def deidentify_tree(
         summary.files += 1
         ref = path_ref(path)
         try:
-            source = read_dicom(path)
-            out = deidentify(
-                source,
-                uid_map,
-                allow_burned_in=allow_burned_in,
-                retain_patient_characteristics=retain_patient_characteristics,
-                audit=audit,
-                source_ref=ref,
-            )
-            del source
+            out = _read_deidentified(path, ref, uid_map, audit, allow_burned_in, retain_patient_characteristics)
             relative = output_name(out, ref)
             if relative in seen:
                 raise DicomInputError(
@@ -926,8 +918,7 @@ def deidentify_tree(
             summary.written.append(relative)
             say(f"[{number}/{len(files)}] {ref}: de-identified -> {relative}")
         except DicomInputError as error:
-            if audit is not None and error.kind != "burned_in":  # refusals are audited already
-                audit.append("read", {"file": ref}, {"outcome": "skipped", "kind": error.kind})
+            _audit_skip(audit, ref, error)
             summary.skipped.append((number, ref, error.kind, error.reason))
             say(f"[{number}/{len(files)}] {ref}: skipped ({error.kind}): {error.reason}")
     return summary
