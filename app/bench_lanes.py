@@ -18,7 +18,7 @@ Steps (each one reported, a failing step does not stop the others):
   holoviz  GPU only: the chain step with headless Holoviz at the end of the emergency lane.
   --variants repeats chain, idle and lanes with configuration variants in the same run (e.g.
   `,_unfused,_fused_all`: the emergency stages as four operators; every lane's stages fused).
-Each lane step also reports where the time went (`*_breakdown_ms`, operators.gpu.trace_breakdown).
+Each lane step also reports where the time went (`*_breakdown_ms`, operators.lane_runtime.trace_breakdown).
 Latency in the lane steps: from the source's emit to the end of the overlay on the device (the
 sink waits on the batch's CUDA event), per frame, after a warm-up; percentiles over one run.
 Allocations after warm-up: every CuPy request through each lane's memory (LaneMemory) plus the
@@ -57,7 +57,7 @@ from holoburn.app.lanes import (
 from holoburn.clinical.triage import Lane, TriagePolicy
 from holoburn.engines.backend import open_backend
 from holoburn.engines.card import DEFAULT_CARD, load_card
-from holoburn.operators.gpu import trace_breakdown
+from holoburn.operators.lane_runtime import trace_breakdown
 
 log = logging.getLogger("holoburn.bench")
 LAB_NOTE = "one H100 (lab), torch backend - TensorRT cannot run there"
@@ -75,7 +75,7 @@ def environment(device: str) -> dict:
         import cupy
         import torch
 
-        from holoburn.operators.gpu import device_priority_range, priority_range_source
+        from holoburn.operators.lane_runtime import device_priority_range, priority_range_source
 
         props = cupy.cuda.runtime.getDeviceProperties(0)
         facts.update({
@@ -176,7 +176,7 @@ def pinned_copies(frames):
 def run_direct(runtime, frames, lane: Lane = Lane.EMERGENCY):
     """One batch straight through a runtime's stages (no Holoscan), for checks and warm-up."""
     from holoburn.operators.frame import Frame
-    from holoburn.operators.gpu import LaneBatch
+    from holoburn.operators.lane_runtime import LaneBatch
 
     batch = LaneBatch(runtime.lane, [Frame(source="check", index=i, timestamp_s=0.0, image=f, lane=lane.name)
                                      for i, f in enumerate(frames)])
@@ -254,7 +254,7 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
 
     from holoburn.clinical.overlay import tint
     from holoburn.engines.preprocess import prepare_input
-    from holoburn.operators.gpu import CpuLaneRuntime, GpuLaneRuntime
+    from holoburn.operators.lane_runtime import CpuLaneRuntime, GpuLaneRuntime
     from holoburn.operators.postprocess import segment
 
     out = {}

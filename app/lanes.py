@@ -44,15 +44,20 @@ from holoscan.schedulers import EventBasedScheduler
 from ..clinical.lanes import LaneBoard, LaneConfigError, LanePolicy, stream_priority
 from ..clinical.triage import Lane, LaneRouter, TriagePolicy
 from ..operators.frame_source import FrameSourceOp
-from ..operators.gpu import (
+from ..operators.lane_runtime import (
     CpuLaneRuntime,
-    FrameFeedOp,
     GpuLaneRuntime,
-    HolovizFeedOp,
+    LaneLedger,
+    SourceFacts,
+    device_priority_range,
+    priority_range_source,
+)
+from ..operators.lanes import (
+    FrameFeedOp,
     GateLane,
+    HolovizFeedOp,
     LaneGateOp,
     LaneInferOp,
-    LaneLedger,
     LaneOverlayOp,
     LanePostprocessOp,
     LanePrepareOp,
@@ -61,9 +66,6 @@ from ..operators.gpu import (
     LaneSinkOp,
     LaneTriageOp,
     RenderCountOp,
-    SourceFacts,
-    device_priority_range,
-    priority_range_source,
 )
 from .config import ConfigError, merge, read_yaml
 

@@ -24,7 +24,7 @@ from ..clinical.triage import Lane, TriagePolicy
 from ..engines.backend import cuda_available, open_backend
 from ..engines.card import load_card
 from ..media.video import VideoWriter
-from ..operators.gpu import SourceFacts
+from ..operators.lane_runtime import SourceFacts
 from ..operators.records import RunLedger, result_record, write_json
 from .lanes import LanesPlan, build_router, build_runtimes, lane_policies, lanes_in_use, load_lanes_config, run_lanes
 from .sources import open_reader, parse_source, source_id

@@ -124,3 +124,9 @@ def restore_probabilities(probs_square, box: Letterbox):
     if resized.ndim == 2:
         resized = resized[..., None]
     return xp.ascontiguousarray(xp.moveaxis(resized, 2, 0))
+
+
+def segment(logits, letterbox):
+    """(1, C, S, S) logits -> (H, W) uint8 class mask at the frame's size."""
+    xp = array_module(logits)
+    return restore_mask(xp.argmax(logits[0], axis=0).astype(xp.uint8), letterbox)

@@ -3,15 +3,9 @@ from __future__ import annotations
 
 from ..clinical.burn_size import burn_findings, count_pixels
 from ..clinical.triage import TriagePolicy, triage_level
-from ..engines.preprocess import array_module, restore_mask
+from ..engines.preprocess import segment
 from .frame import Frame
 from .stage import StageOp
-
-
-def segment(logits, letterbox):
-    """(1, C, S, S) logits -> (H, W) uint8 class mask at the frame's size."""
-    xp = array_module(logits)
-    return restore_mask(xp.argmax(logits[0], axis=0).astype(xp.uint8), letterbox)
 
 
 class PostprocessOp(StageOp):
