@@ -6,6 +6,10 @@ of any output for them.
 """
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("pydicom", reason="DICOM tests need pydicom: pip install -e '.[test]' (the GPU lab lacks it)")
+
 import argparse
 import io
 import json

@@ -2,6 +2,11 @@
 source, read back with pydicom and highdicom; no identifier in any exported byte."""
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("pydicom", reason="DICOM tests need pydicom: pip install -e '.[test]' (the GPU lab lacks it)")
+pytest.importorskip("highdicom", reason="DICOM tests need highdicom: pip install -e '.[test]' (the GPU lab lacks it)")
+
 import json
 import logging
 

@@ -9,6 +9,10 @@ bundled test files, re-saved with the same identifying values injected.
 """
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("pydicom", reason="DICOM tests need pydicom: pip install -e '.[test]' (the GPU lab lacks it)")
+
 import io
 import json
 import logging

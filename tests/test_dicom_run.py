@@ -2,9 +2,12 @@
 output byte, results back as DICOM, every access audited, bad files reported and skipped."""
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("pydicom", reason="DICOM tests need pydicom: pip install -e '.[test]' (the GPU lab lacks it)")
+
 import json
 
-import numpy as np
 import pydicom
 
 from test_deid import PATIENT_FILE_NAME, find_identifiers, identified_dataset, save, with_rgb_pixels
