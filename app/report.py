@@ -527,6 +527,11 @@ def _render_value(value) -> str:
     return _esc(str(value))
 
 
+def _block_words(ci: dict) -> str:
+    block = int(ci.get("block_frames") or 1)
+    return f" in runs of {block} consecutive frames (neighbouring frames are alike)" if block > 1 else ""
+
+
 def _glossary(metrics: dict) -> str:
     items = [f"<dt>{METRIC_TITLES[m]}</dt><dd>{_esc(meaning)}</dd>" for m, meaning in METRIC_MEANINGS.items()]
     items += [
@@ -535,7 +540,8 @@ def _glossary(metrics: dict) -> str:
         "<dt>Undefined</dt><dd>a ratio whose denominator is zero, e.g. Dice of a class that is in neither the "
         "ground truth nor the prediction; shown as 'undefined' (null in metrics.json), never as 0 or 100 %. "
         "Per-frame means use only the frames where the ratio is defined.</dd>",
-        "<dt>95% interval</dt><dd>bootstrap over frames: frames drawn again at random, with replacement, "
+        "<dt>95% interval</dt><dd>bootstrap over frames: frames drawn again at random, with replacement"
+        + _block_words(metrics.get("confidence_intervals") or {}) + ", "
         f"{_esc(str((metrics.get('confidence_intervals') or {}).get('resamples', '')))} times; the middle 95% of "
         "the results.</dd>",
         "<dt>Points</dt><dd>percentage points: a drop from 85.0% to 83.0% is 2 points.</dd>",

@@ -33,6 +33,9 @@ def add_validate_arguments(p):
     p.add_argument("--body-region", help="body region in view, for %%TBSA error")
     p.add_argument("--max-frames", type=int, help="validate only the first N frames")
     p.add_argument("--no-auc", action="store_true", help="skip probabilities (faster; no AUC)")
+    p.add_argument("--bootstrap-block", type=int, default=15,
+                   help="consecutive frames drawn together in the bootstrap intervals (default 15, half a "
+                        "second at 30 fps: neighbouring frames are alike; 1 = plain bootstrap)")
 
 
 class GroundTruth:
@@ -120,7 +123,8 @@ class Scorer:
                 self.accumulator.note_extra_truth(index)
 
 
-def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool) -> tuple[dict, dict, Scorer]:
+def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool,
+                  bootstrap_block: int = 15) -> tuple[dict, dict, Scorer]:
     from .run import replay
 
     src = config["source"]
@@ -132,7 +136,7 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
     started = time.monotonic()
     summary = replay(config, out_dir, observers=(scorer,), keep_logits=probabilities, label="validating")
     scorer.finish(summary["frames_in"] - 1)
-    metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started)
+    metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started, block_frames=bootstrap_block)
     metrics["run"] = {k: summary.get(k) for k in ("source", "model_id", "model_sha256", "backend", "backend_version",
                                                    "precision", "device", "frames_in", "processed", "dropped")}
     return metrics, summary, scorer
@@ -151,7 +155,8 @@ def run_validate(args) -> int:
             "inference.backend": args.backend, "inference.precision": precision,
         })
         run_dir = out / precision if len(precisions) > 1 else out
-        metrics, summary, scorer = validate_once(config, truth, run_dir, probabilities=not args.no_auc)
+        metrics, summary, scorer = validate_once(config, truth, run_dir, probabilities=not args.no_auc,
+                                                 bootstrap_block=args.bootstrap_block)
         by_precision[precision], scorers[precision], summaries[precision] = metrics, scorer, summary
     main = precisions[0]
     metrics = by_precision[main]

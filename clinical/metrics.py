@@ -388,11 +388,14 @@ class ValidationAccumulator:
         confidence: float = 0.95,
         seed: int = 0,
         referral_threshold_pct: float = 10.0,
+        block_frames: int = 1,
     ) -> dict:
         """The JSON-ready results (see the module docstring for undefined values).
 
         elapsed_s: wall time of the replay, seconds, for throughput. resamples / confidence /
         seed: the bootstrap over frames (percentile intervals; same seed, same intervals).
+        block_frames: frames per block of the bootstrap (1: plain; more for video, whose
+        neighbouring frames are alike).
         """
         frames, counts = self.frame_counts()
         classes = list(CLASS_NAMES) if self.num_classes == NUM_CLASSES else [f"class_{i}" for i in range(self.num_classes)]
@@ -450,7 +453,8 @@ class ValidationAccumulator:
                 "any_burn_probability": "sum of the probabilities of classes " + ", ".join(map(str, self.burn_classes)),
             },
             "confidence_intervals": bootstrap_intervals(
-                counts, resamples=resamples, confidence=confidence, seed=seed, names=names),
+                counts, resamples=resamples, confidence=confidence, seed=seed, names=names,
+                block_frames=block_frames),
             "latency_ms": latency_summary(self._latency_ms),
             "throughput_fps": (len(frames) / elapsed_s) if elapsed_s else None,
             "elapsed_s": elapsed_s,
@@ -469,17 +473,24 @@ def bootstrap_intervals(
     seed: int = 0,
     names=TARGETS,
     chunk: int = 100,
+    block_frames: int = 1,
 ) -> dict:
     """Percentile bootstrap over frames of every ratio, both aggregations.
 
-    frame_counts: (N, T, 4) outcome counts per frame and target. Each resample draws N frames
-    with replacement (NumPy PCG64 seeded with `seed`); intervals are the (1 -/+ confidence) / 2
-    percentiles over the resamples where the ratio is defined.
+    frame_counts: (N, T, 4) outcome counts per frame and target, in frame order. Each resample
+    draws N frames with replacement (NumPy PCG64 seeded with `seed`); intervals are the
+    (1 -/+ confidence) / 2 percentiles over the resamples where the ratio is defined.
+    block_frames > 1: a moving-block bootstrap, runs of that many consecutive frames drawn
+    together, because neighbouring video frames are alike and frame-by-frame resampling would
+    give intervals that are too narrow. block_frames = 1 is the plain bootstrap.
     """
     counts = np.asarray(frame_counts, dtype=np.float64)
     n, targets = counts.shape[:2]
+    block = max(1, min(int(block_frames), n)) if n else 1
     about = {
-        "method": "bootstrap over frames, percentile interval",
+        "method": "bootstrap over frames, percentile interval" if block == 1 else
+        f"moving-block bootstrap over frames (blocks of {block} consecutive frames), percentile interval",
+        "block_frames": block,
         "resamples": resamples,
         "confidence": confidence,
         "seed": seed,
@@ -494,7 +505,13 @@ def bootstrap_intervals(
     pooled_draws, mean_draws = [], []
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
-        picks = rng.integers(0, n, (size, n)) + (np.arange(size) * n)[:, None]
+        if block == 1:
+            frames = rng.integers(0, n, (size, n))
+        else:
+            blocks = -(-n // block)
+            starts = rng.integers(0, n - block + 1, (size, blocks))
+            frames = (starts[:, :, None] + np.arange(block)).reshape(size, blocks * block)[:, :n]
+        picks = frames + (np.arange(size) * n)[:, None]
         weights = np.bincount(picks.ravel(), minlength=size * n).reshape(size, n).astype(np.float64)
         pooled = ratios(np.einsum("rn,ntk->rtk", weights, counts))
         pooled_draws.append(np.stack([pooled[m] for m in RATIO_METRICS], -1))  # (size, T, M)

@@ -448,3 +448,27 @@ def test_outcome_counts_add_up():
     counts = outcome_counts(confusion_matrix(truth, predicted))
     assert counts.shape == (NUM_CLASSES + 1, 4)
     assert (counts.sum(1) == truth.size).all()
+
+
+def test_block_bootstrap_widens_intervals_on_correlated_frames():
+    """Video frames come in runs of alike frames: resampling single frames treats 200 frames as
+    200 independent looks and gives too narrow an interval; blocks of the run length do not."""
+    from holoburn.clinical.metrics import bootstrap_intervals, outcome_counts
+
+    frames = []
+    for run in range(10):  # 10 runs of 20 identical frames, alternating good and poor burn Dice
+        tp = 90 if run % 2 == 0 else 40
+        cm = np.zeros((6, 6), np.int64)
+        cm[5, 5], cm[5, 1], cm[1, 1] = tp, 100 - tp, 400
+        frames += [cm] * 20
+    counts = outcome_counts(np.stack(frames))
+    width = {}
+    for block in (1, 20):
+        ci = bootstrap_intervals(counts, resamples=400, seed=3, block_frames=block)
+        dice = ci["per_frame_mean"]["any_burn"]["dice"]
+        width[block] = dice["high"] - dice["low"]
+        assert ci["block_frames"] == block
+    assert width[20] > 2 * width[1]
+    # block 1 is the plain bootstrap, draw for draw
+    plain = bootstrap_intervals(counts, resamples=50, seed=5)
+    assert bootstrap_intervals(counts, resamples=50, seed=5, block_frames=1) == plain
