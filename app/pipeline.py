@@ -207,8 +207,6 @@ class DistributedBurnPipeline(Application):
         capture (camera or video; e.g. the Jetson) -> analysis (the GPU server) -> display (overlay, records)
     """
 
-    FRAGMENTS = ("capture", "analysis", "display")
-
     def __init__(self, plan: RunPlan, *args, **kwargs):
         self.plan = plan
         self.composed = {}

@@ -167,14 +167,18 @@ def run_run(args) -> int:
 
     on_gpu = cuda_available() and (args.backend or "auto") in ("auto", "torch", "tensorrt")
     if len(args.source) == 1 and (not on_gpu or holoscan_argv(args)):
-        return _replay_and_report(args, args.source[0])
+        from .multi_source import parse_lane_spec
+
+        location, lane = parse_lane_spec(args.source[0], args.lane or "ROUTINE")
+        args.lane = lane.name if location != args.source[0] else args.lane  # `@LANE` given
+        return _replay_and_report(args, location)
     # several sources, or one on a GPU: the lanes graph (frames stay on the device there)
-    from .multi_source import replay_sources
+    from .multi_source import parse_lane_spec, replay_sources
 
     if holoscan_argv(args):
         raise ValueError("a distributed run takes one --source")
     out_dir = Path(args.out)
-    config = _config(args, args.source[0].rpartition("@")[0] or args.source[0])
+    config = _config(args, parse_lane_spec(args.source[0], "ROUTINE")[0])
     summary = replay_sources(config, args.source, out_dir, progress=Progress("frames", None))
     print_summary(summary, out_dir, overlays=summary["outputs"]["overlays"])
     for sid, per in summary["sources"].items():

@@ -55,6 +55,14 @@ def test_run_writes_the_output_contract(tmp_path, tiny_card, red_green_video):
     assert "frames in" in result.stdout and str(out / "results.jsonl") in result.stdout
 
 
+def test_lane_given_with_the_source(tmp_path, tiny_card, red_green_video):
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"video:{red_green_video}@URGENT", "--model", tiny_card, "--out", out,
+                      "--max-frames", 1)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "results.jsonl").read_text().splitlines()[0])["lane"] == "URGENT"
+
+
 def test_max_frames_and_another_codec(tmp_path, tiny_card):
     frames = [np.random.default_rng(i).integers(0, 255, (72, 130, 3), dtype=np.uint8) for i in range(8)]
     video = write_video(tmp_path / "clip.avi", frames, fourcc="MJPG")
