@@ -114,32 +114,10 @@ def model_card(args, workdir: Path):
             path.write_text(yaml.safe_dump(raw, sort_keys=False))
             return load_card(path), (f"{card.model_id} (shipped weights) run at {size}x{size}; its card says "
                                      f"{card.input_size}x{card.input_size}")
-    import torch
+    from holoburn.app.train import WIDTHS, random_weight_card
 
-    from holoburn.engines.unet import WIDTHS, build_model
-
-    torch.manual_seed(0)
-    model = build_model(6, WIDTHS).eval()
     size = args.input_size or 256
-    torch.save(model.state_dict(), workdir / "burn_unet_random.pt")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), str(workdir / "burn_unet_random.onnx"), dynamo=False,
-                          opset_version=17, input_names=["frames"], output_names=["logits"],
-                          dynamic_axes={"frames": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N", 2: "H", 3: "W"}})
-    card = {
-        "model_id": "burn_unet_random", "onnx": "burn_unet_random.onnx", "torch_state_dict": "burn_unet_random.pt",
-        "architecture": {"name": "BurnUNet", "widths": list(WIDTHS)},
-        "input": {"name": "frames", "size": size, "multiple_of": 16},
-        "output": {"name": "logits", "channels": 6},
-        "classes": ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial", "full_thickness"],
-        "normalisation": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
-        "intended_use": "timing only: random weights",
-    }
-    path = workdir / "burn_unet_random.yaml"
-    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    path = random_weight_card(workdir, size)
     return load_card(path), f"BurnUNet {WIDTHS} with RANDOM weights at {size}x{size} (shipped model absent)"
 
 

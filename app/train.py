@@ -214,6 +214,31 @@ def evaluate(predict: Callable, frames, masks, input_size: int, batch: int = 16)
 # ----------------------------------------------------------------------------- export
 
 
+def random_weight_card(directory, input_size: int = 256, intended_use: str = "timing only: random weights") -> Path:
+    """A BurnUNet with random weights (seed 0): state dict, checked ONNX and card in `directory`,
+    for benchmarks on machines without the shipped model. Returns the card's path."""
+    import torch
+    import yaml
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    model = build_model().eval()
+    torch.save(model.state_dict(), directory / "burn_unet_random.pt")
+    export_onnx(model, directory / "burn_unet_random.onnx", input_size)
+    card = {
+        "model_id": "burn_unet_random", "onnx": "burn_unet_random.onnx", "torch_state_dict": "burn_unet_random.pt",
+        "architecture": {"name": "BurnUNet", "widths": list(WIDTHS)},
+        "input": {"name": INPUT_NAME, "size": input_size, "multiple_of": MULTIPLE_OF},
+        "output": {"name": OUTPUT_NAME, "channels": NUM_CLASSES},
+        "classes": list(CLASS_NAMES),
+        "normalisation": {"mean": list(MEAN_RGB), "std": list(STD_RGB)},
+        "intended_use": intended_use,
+    }
+    path = directory / "burn_unet_random.yaml"
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    return path
+
+
 def export_onnx(model, path, input_size: int) -> dict:
     """ONNX opset 17, input `frames` (N, 3, H, W) float32, output `logits` (N, C, H, W), N/H/W dynamic.
 

@@ -34,37 +34,6 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, np.float64), q))
 
 
-def random_weight_card(directory: Path, input_size: int = 256) -> Path:
-    """A BurnUNet with random weights: state dict + ONNX + card (for --dry-run without the shipped model)."""
-    import warnings
-
-    import torch
-    import yaml
-
-    from holoburn.clinical.depth import CLASS_NAMES
-    from holoburn.engines.unet import build_model
-
-    torch.manual_seed(0)
-    model = build_model(len(CLASS_NAMES)).eval()
-    torch.save(model.state_dict(), directory / "random_unet.pt")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, input_size, input_size),), str(directory / "random_unet.onnx"), dynamo=False,
-                          opset_version=17, input_names=["frames"], output_names=["logits"],
-                          dynamic_axes={"frames": {0: "N", 2: "H", 3: "W"}, "logits": {0: "N", 2: "H", 3: "W"}})
-    card = {
-        "model_id": "random_unet", "onnx": "random_unet.onnx", "torch_state_dict": "random_unet.pt",
-        "architecture": {"name": "BurnUNet", "widths": [16, 32, 64, 128]},
-        "input": {"name": "frames", "size": input_size, "multiple_of": 16}, "output": {"name": "logits"},
-        "classes": list(CLASS_NAMES),
-        "normalisation": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]},
-        "intended_use": "benchmark smoke test only (random weights)",
-    }
-    path = directory / "random_unet.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
-
-
 def model_inputs(card, frames: int, seed: int) -> np.ndarray:
     """(frames, 3, S, S) float32: synthetic burn frames through the pipeline's preprocessing."""
     from holoburn.app.synth import iter_frames
@@ -158,7 +127,9 @@ def main(argv=None) -> int:
         if not args.dry_run:
             print(f"no model card at {DEFAULT_CARD}: pass --model CARD", file=sys.stderr)
             return 2
-        card_path = random_weight_card(Path(tmp.name))
+        from holoburn.app.train import random_weight_card
+
+        card_path = random_weight_card(Path(tmp.name), intended_use="benchmark smoke test only (random weights)")
     card = load_card(card_path)
     if args.dry_run and card.input_size > 128:  # agreement frames at a smaller square too
         from dataclasses import replace
