@@ -43,6 +43,7 @@ COPY configs ./configs
 COPY engines ./engines
 COPY media ./media
 COPY operators ./operators
+COPY processing ./processing
 # holoscan-cu13 4.6.0 and the rest of pyproject.toml's dependencies come from PyPI.
 RUN pip install --no-cache-dir /src
 ARG TENSORRT_REQUIREMENT=tensorrt-cu13==11.4.0.106

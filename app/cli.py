@@ -39,31 +39,31 @@ def _quiet_holoscan() -> None:
 
 # subcommand -> (module under holoburn, adder, runner, help)
 SUBCOMMANDS = {
-    "demo": ("app.run", "add_demo_arguments", "run_demo", "replay the bundled sample burn video end to end"),
-    "run": ("app.run", "add_run_arguments", "run_run", "segment a video and write overlay, results and summary"),
-    "validate": ("app.validate", "add_validate_arguments", "run_validate", "replay a recording against ground-truth masks; metrics and report"),
-    "convert": ("app.convert", "add_convert_arguments", "run_convert", "write a video file as a Holoscan recording (.gxf_entities)"),
+    "demo": ("app.run.command", "add_demo_arguments", "run_demo", "replay the bundled sample burn video end to end"),
+    "run": ("app.run.command", "add_run_arguments", "run_run", "segment a video and write overlay, results and summary"),
+    "validate": ("app.run.validate", "add_validate_arguments", "run_validate", "replay a recording against ground-truth masks; metrics and report"),
+    "convert": ("app.run.convert", "add_convert_arguments", "run_convert", "write a video file as a Holoscan recording (.gxf_entities)"),
     "config": ("app.config_check", "add_config_arguments", "run_config", "check a config file: every unknown key and bad value, with its line"),
-    "health": ("app.metrics_endpoint", "add_health_arguments", "run_health", "exit 0 while the running pipeline's metrics show recent frames (container health check)"),
+    "health": ("app.run.metrics_endpoint", "add_health_arguments", "run_health", "exit 0 while the running pipeline's metrics show recent frames (container health check)"),
     "deid": ("clinical.deid", "add_deid_arguments", "run_deid", "de-identify DICOM files (PS3.15 Annex E basic profile), audited"),
     "audit": ("app.cli", "add_audit_arguments", "run_audit", "check an audit log: holoburn audit verify LOG"),
     "engine": ("engines.toolchain", "add_engine_arguments", "run_engine", "build, list, verify or clear inference engines (fp32/fp16/int8, gated)"),
-    "bench": ("app.bench", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
-    "synth": ("app.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
-    "train": ("app.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
+    "bench": ("app.benchmarks.cpu", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
+    "synth": ("app.synthesis.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
+    "train": ("app.training.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
 }
 GRAPH_COMMANDS = {"demo", "run", "bench", "validate", "convert"}
 
 
 def add_audit_arguments(p):
-    from ..clinical.audit import add_verify_arguments
+    from holoburn.clinical.audit import add_verify_arguments
 
     actions = p.add_subparsers(dest="audit_action", required=True, metavar="ACTION")
     add_verify_arguments(actions.add_parser("verify", help="detect edited, removed, inserted or reordered entries"))
 
 
 def run_audit(args) -> int:
-    from ..clinical.audit import run_verify
+    from holoburn.clinical.audit import run_verify
 
     return run_verify(args)
 
@@ -73,11 +73,11 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple:
-    from ..engines.backend import BackendUnavailable
-    from ..engines.card import ModelCardError
-    from ..engines.precision import GateRefused, PrecisionModelMissing
-    from ..media.video import VideoError
-    from .config import ConfigError
+    from holoburn.engines.backend import BackendUnavailable
+    from holoburn.engines.card import ModelCardError
+    from holoburn.engines.precision import GateRefused, PrecisionModelMissing
+    from holoburn.media.video import VideoError
+    from holoburn.app.config import ConfigError
 
     return (UserError, VideoError, ModelCardError, BackendUnavailable, ConfigError, FileNotFoundError, ValueError,
             PrecisionModelMissing, GateRefused)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, defaults, problems
+from holoburn.app.config import ConfigError, defaults, problems
 
 
 def _one_of(*choices, upper=False):
@@ -65,10 +65,10 @@ def _fourcc(value):
 def _value_rules() -> dict:
     """dotted path -> check(value) returning a message or None. Imported lazily: the lanes,
     backends and body regions are defined where they are used, not repeated here."""
-    from ..clinical.burn_size import RULE_OF_NINES
-    from ..clinical.triage import Lane
-    from ..engines.backend import BACKEND_MODULES, PRECISIONS
-    from ..media.camera import PIXEL_FORMATS
+    from holoburn.clinical.burn_size import RULE_OF_NINES
+    from holoburn.clinical.triage import Lane
+    from holoburn.engines.backend import BACKEND_MODULES, PRECISIONS
+    from holoburn.media.camera import PIXEL_FORMATS
 
     # a rule for a setting the defaults lack is never applied (`problems` reports the key instead)
     return {

@@ -41,10 +41,10 @@ from holoscan.conditions import CountCondition, PeriodicCondition, PeriodicCondi
 from holoscan.core import Application
 from holoscan.schedulers import EventBasedScheduler
 
-from ..clinical.lanes import LaneBoard, LaneConfigError, LanePolicy, stream_priority
-from ..clinical.triage import Lane, LaneRouter, TriagePolicy
-from ..operators.frame_source import FrameSourceOp
-from ..operators.lane_runtime import (
+from holoburn.processing.lanes import LaneBoard, LaneConfigError, LanePolicy, stream_priority
+from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
+from holoburn.operators.frame_source import FrameSourceOp
+from holoburn.processing.runtime import (
     CpuLaneRuntime,
     GpuLaneRuntime,
     LaneLedger,
@@ -52,7 +52,7 @@ from ..operators.lane_runtime import (
     device_priority_range,
     priority_range_source,
 )
-from ..operators.lanes import (
+from holoburn.operators.lanes import (
     FrameFeedOp,
     GateLane,
     HolovizFeedOp,
@@ -67,7 +67,7 @@ from ..operators.lanes import (
     LaneTriageOp,
     RenderCountOp,
 )
-from .config import ConfigError, merge, read_yaml
+from holoburn.app.config import ConfigError, merge, read_yaml
 
 log = logging.getLogger("holoburn.lanes")
 

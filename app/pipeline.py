@@ -13,23 +13,23 @@ from holoscan.core import Application, Fragment
 from holoscan.operators import VideoStreamRecorderOp, VideoStreamReplayerOp
 from holoscan.schedulers import EventBasedScheduler
 
-from ..clinical.burn_size import region_tbsa_pct
-from ..clinical.triage import Lane, LaneRouter, TriagePolicy
-from ..engines.backend import Backend, open_backend
-from ..engines.card import ModelCard, load_card
-from ..engines.precision import PrecisionModelMissing
-from ..media.video import VideoWriter
-from ..operators.inference import InferenceOp
-from ..operators.overlay import OverlayOp
-from ..operators.postprocess import PostprocessOp
-from ..operators.preprocess import PreprocessOp
-from ..operators.records import RunLedger, write_json
-from ..operators.sinks import OverlayVideoSinkOp, ResultsSinkOp
-from ..operators.triage import TriageOp
-from ..operators.frame_source import FrameSourceOp
-from ..operators.gxf_io import FrameToTensorOp, TensorToFrameOp
-from .engine_setup import ensure_engine
-from .sources import gxf_recording, open_reader, parse_source, source_id
+from holoburn.clinical.burn_size import region_tbsa_pct
+from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
+from holoburn.engines.backend import Backend, open_backend
+from holoburn.engines.card import ModelCard, load_card
+from holoburn.engines.precision import PrecisionModelMissing
+from holoburn.media.video import VideoWriter
+from holoburn.operators.inference import InferenceOp
+from holoburn.operators.overlay import OverlayOp
+from holoburn.operators.postprocess import PostprocessOp
+from holoburn.operators.preprocess import PreprocessOp
+from holoburn.processing.records import RunLedger, write_json
+from holoburn.operators.sinks import OverlayVideoSinkOp, ResultsSinkOp
+from holoburn.operators.triage import TriageOp
+from holoburn.operators.frame_source import FrameSourceOp
+from holoburn.operators.gxf_io import FrameToTensorOp, TensorToFrameOp
+from holoburn.app.run.engine_setup import ensure_engine
+from holoburn.app.run.sources import gxf_recording, open_reader, parse_source, source_id
 
 log = logging.getLogger("holoburn")
 
@@ -102,7 +102,7 @@ def plan_run(config: dict, out_dir: Path, *, progress=None, observers=(), keep_l
     plan.open_model()
     reader = plan.open_reader()
     if plan.source_kind == "dicom" and config["dicom"]["export"]:
-        from .dicom_source import DicomExporter
+        from holoburn.app.run.dicom import DicomExporter
 
         plan.exporter = DicomExporter(plan.out_dir / "dicom", reader.audit)
         plan.observers = (*plan.observers, plan.exporter)

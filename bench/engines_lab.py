@@ -36,8 +36,8 @@ def percentile(values, q: float) -> float:
 
 def model_inputs(card, frames: int, seed: int) -> np.ndarray:
     """(frames, 3, S, S) float32: synthetic burn frames through the pipeline's preprocessing."""
-    from holoburn.app.synth import iter_frames
-    from holoburn.engines.preprocess import prepare_input
+    from holoburn.app.synthesis.synth import iter_frames
+    from holoburn.processing.preprocess import prepare_input
 
     batch = [prepare_input(frame, card.input_size, card.mean, card.std)[0] for frame, _ in iter_frames(frames, seed, frames_per_scene=4)]
     return np.concatenate(batch, 0)
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         if not args.dry_run:
             print(f"no model card at {DEFAULT_CARD}: pass --model CARD", file=sys.stderr)
             return 2
-        from holoburn.app.train import random_weight_card
+        from holoburn.app.training.train import random_weight_card
 
         card_path = random_weight_card(Path(tmp.name), intended_use="benchmark smoke test only (random weights)")
     card = load_card(card_path)

@@ -1,7 +1,7 @@
-"""The GPU-lab lanes benchmark; same as `holoburn bench --lanes ...` (see holoburn.app.bench_lanes)."""
+"""The GPU-lab lanes benchmark; same as `holoburn bench --lanes ...` (see holoburn.app.benchmarks.lanes)."""
 import sys
 
-from holoburn.app.bench_lanes import main
+from holoburn.app.benchmarks.lanes import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ for children). This is decision support, never a diagnosis.
 """
 from __future__ import annotations
 
-from .depth import BURN_CLASSES, CLASS_NAMES, NUM_CLASSES, SKIN_CLASSES, TBSA_CLASSES
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES, NUM_CLASSES, SKIN_CLASSES, TBSA_CLASSES
 
 #: adult rule of nines, %TBSA per body region
 RULE_OF_NINES = {

@@ -74,7 +74,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
-from .audit import AuditLog, path_ref
+from holoburn.clinical.audit import AuditLog, path_ref
 
 log = logging.getLogger(__name__)
 

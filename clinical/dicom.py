@@ -37,8 +37,8 @@ from pydicom.fileset import FileSet
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, convert_color_space, get_decoder
 from pydicom.uid import UID
 
-from .audit import AuditLog, path_ref
-from .deid import (
+from holoburn.clinical.audit import AuditLog, path_ref
+from holoburn.clinical.deid import (
     DicomInputError,
     UidMap,
     UnnamedFile,

@@ -31,9 +31,9 @@ from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from .audit import AuditLog, path_ref
-from .deid import write_dataset
-from .depth import CLASS_NAMES, LABELS, NUM_CLASSES
+from holoburn.clinical.audit import AuditLog, path_ref
+from holoburn.clinical.deid import write_dataset
+from holoburn.clinical.depth import CLASS_NAMES, LABELS, NUM_CLASSES
 
 MANUFACTURER = "holoburn"
 LOCAL_SCHEME = "99HOLOBURN"

@@ -29,7 +29,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .depth import BURN_CLASSES, CLASS_NAMES, NUM_CLASSES
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES, NUM_CLASSES
 
 #: the ratios reported for each class and for any burn, all in 0..1, higher is better
 RATIO_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "npv", "dice", "iou")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, TINTED
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, TINTED
 
 
 def _xp(x):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from .burn_size import SPECIAL_REGIONS
+from holoburn.clinical.burn_size import SPECIAL_REGIONS
 
 DECISION_SUPPORT_NOTE = "decision support only; a clinician decides"
 

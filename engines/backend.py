@@ -10,7 +10,7 @@ import importlib
 import logging
 from dataclasses import dataclass
 
-from .card import ModelCard
+from holoburn.engines.card import ModelCard
 
 log = logging.getLogger("holoburn.engines")
 
@@ -69,7 +69,7 @@ class Backend:
 
     def check_against(self, card: ModelCard) -> None:
         """Raise ModelCardError unless the model's I/O names and class count match the card."""
-        from .card import ModelCardError
+        from holoburn.engines.card import ModelCardError
 
         names_in = [t.name for t in self.inputs]
         names_out = [t.name for t in self.outputs]

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .card import file_sha256
+from holoburn.engines.card import file_sha256
 
 log = logging.getLogger("holoburn.engines.cache")
 

@@ -23,10 +23,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..clinical.depth import BURN_CLASSES, CLASS_NAMES
-from ..clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
-from .card import ModelCard
-from .preprocess import prepare_input, restore_mask
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES
+from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
+from holoburn.engines.card import ModelCard
+from holoburn.processing.preprocess import prepare_input, restore_mask
 
 
 class HoldoutError(ValueError):
@@ -40,7 +40,7 @@ def load_labelled_set(path: str | Path, limit: int | None = None) -> list[tuple[
     """
     import cv2
 
-    from .quantize import CalibrationError, iter_frames_rgb
+    from holoburn.engines.quantize import CalibrationError, iter_frames_rgb
 
     path = Path(path)
     masks_dir = path / "masks"
@@ -244,7 +244,7 @@ class GateReport:
 
     def write(self, base: str | Path) -> tuple[Path, Path]:
         """Write `<base>.gate.md` and `<base>.gate.json` (atomically); return both paths."""
-        from .cache import atomic_write
+        from holoburn.engines.cache import atomic_write
 
         base = Path(base)
         md = atomic_write(base.with_name(base.name + ".gate.md"), self.to_markdown().encode())

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import Backend, BackendUnavailable, TensorInfo
-from .card import ModelCard
+from holoburn.engines.backend import Backend, BackendUnavailable, TensorInfo
+from holoburn.engines.card import ModelCard
 
 
 class OnnxRuntimeBackend(Backend):
@@ -42,6 +42,6 @@ class OnnxRuntimeBackend(Backend):
 
 def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "onnxruntime", threads: int | None = None,
          cache_dir=None, **_):
-    from .precision import model_for_precision
+    from holoburn.engines.precision import model_for_precision
 
     return OnnxRuntimeBackend(model_for_precision(card, precision, cache_dir), precision, device, threads)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .card import ModelCard, ModelCardError
+from holoburn.engines.card import ModelCard, ModelCardError
 
 log = logging.getLogger("holoburn.engines.precision")
 
@@ -135,8 +135,8 @@ def converter_version(precision: str) -> str:
 
 def converted_key(card: ModelCard, precision: str, strategy=None):
     """Cache key of the converted ONNX: device-independent, recipe from the domain strategy."""
-    from .cache import EngineKey
-    from .quantize import load_strategy
+    from holoburn.engines.cache import EngineKey
+    from holoburn.engines.quantize import load_strategy
 
     strategy = strategy or load_strategy()
     recipe = {
@@ -162,7 +162,7 @@ def model_for_precision(card: ModelCard, precision: str, cache=None, strategy=No
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return card.onnx_path
-    from .cache import EngineCache
+    from holoburn.engines.cache import EngineCache
 
     cache = cache if isinstance(cache, EngineCache) else EngineCache(cache)
     try:
@@ -208,9 +208,9 @@ def build_precision_model(
     Raises GateRefused (with the report) when the gate refuses; the report is written beside the
     cache entry either way (`<stem>.gate.md` / `.gate.json`).
     """
-    from .cache import EngineCache
-    from .gate import run_gate
-    from .quantize import CalibrationError, load_strategy, quantize_int8
+    from holoburn.engines.cache import EngineCache
+    from holoburn.engines.gate import run_gate
+    from holoburn.engines.quantize import CalibrationError, load_strategy, quantize_int8
 
     if precision == "fp32":
         return PrecisionBuild(card.onnx_path, None, True, 0.0, None)

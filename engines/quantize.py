@@ -25,8 +25,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import yaml
 
-from .card import ModelCard
-from .preprocess import prepare_input
+from holoburn.engines.card import ModelCard
+from holoburn.processing.preprocess import prepare_input
 
 log = logging.getLogger("holoburn.engines.quantize")
 
@@ -259,7 +259,7 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .precision import resolve_layers
+    from holoburn.engines.precision import resolve_layers
 
     methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     feeds = calibration_batches(frames, card)

@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import Backend, BackendUnavailable, TensorInfo, cuda_available
-from .card import ModelCard, file_sha256
+from holoburn.engines.backend import Backend, BackendUnavailable, TensorInfo, cuda_available
+from holoburn.engines.card import ModelCard, file_sha256
 
 log = logging.getLogger("holoburn.engines.tensorrt")
 
@@ -226,7 +226,7 @@ def build_serialized(
     FP16/Q-DQ ONNX already keeps them in float32). target: "sm86"-style compute capability
     (TensorRT-RTX on a machine without a GPU; default: the current GPU, or portable).
     """
-    from .cache import atomic_write
+    from holoburn.engines.cache import atomic_write
 
     trt = import_trt(flavour)
     gen = generation(trt)
@@ -296,7 +296,7 @@ def engine_key(onnx_path: Path, flavour: str, precision: str, profile: Profile, 
     """The cache key of an engine of `onnx_path` for this machine's GPU (or `target` without one)."""
     import hashlib
 
-    from .cache import EngineKey
+    from holoburn.engines.cache import EngineKey
 
     trt = import_trt(flavour)
     gpu, capability, sms = device_identity(target)
@@ -316,7 +316,7 @@ def engine_key(onnx_path: Path, flavour: str, precision: str, profile: Profile, 
 
 def onnx_for_engine(card: ModelCard, flavour: str, precision: str, cache=None, strategy=None) -> tuple[Path, list[str]]:
     """(ONNX to build from, layers to pin to FP32) for this TensorRT generation and precision."""
-    from .precision import model_for_precision, resolve_layers
+    from holoburn.engines.precision import model_for_precision, resolve_layers
 
     trt = import_trt(flavour)
     # Only a precision whose converted ONNX passed the accuracy gate may be built (raises
@@ -361,7 +361,7 @@ def ensure_engine(
     For fp16/int8 the gated FP16 / Q-DQ ONNX must already be in the cache (precision.py); a corrupt
     cached engine is discarded and rebuilt.
     """
-    from .cache import EngineCache
+    from holoburn.engines.cache import EngineCache
 
     cache = cache if isinstance(cache, EngineCache) else EngineCache(cache)
     profile = profile or Profile.parse(None, card)
@@ -502,7 +502,7 @@ class TensorRTBackend(Backend):
         return result
 
     def close(self) -> None:
-        from .cache import atomic_write
+        from holoburn.engines.cache import atomic_write
 
         if self._runtime_cache is not None and self._runtime_cache_path is not None:
             try:
@@ -519,7 +519,7 @@ class EngineCorrupt(RuntimeError):
 
 def open(card: ModelCard, precision: str = "fp32", device: str = "cuda", flavour: str = "tensorrt", *, cache_dir=None, profile: str | Profile | None = None, max_batch: int = 1, target: str | None = None, scratch_allocator=None, stream=None, strategy=None, **_):
     """Open (building or taking from the cache) the engine for `card` at `precision` on a CUDA device."""
-    from .cache import EngineCache
+    from holoburn.engines.cache import EngineCache
 
     import_trt(flavour)  # BackendUnavailable first when the package is missing
     if not str(device).startswith("cuda") or not cuda_available():

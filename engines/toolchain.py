@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backend import PRECISIONS, BackendUnavailable, cuda_available
-from .cache import EngineCache, cache_root
-from .card import ModelCardError, load_card
+from holoburn.engines.backend import PRECISIONS, BackendUnavailable, cuda_available
+from holoburn.engines.cache import EngineCache, cache_root
+from holoburn.engines.card import ModelCardError, load_card
 
 log = logging.getLogger("holoburn.engines.toolchain")
 
@@ -64,7 +64,7 @@ class BuildOutcome:
 
 
 def _trt_importable(flavour: str) -> bool:
-    from .tensorrt_backend import import_trt
+    from holoburn.engines.tensorrt_backend import import_trt
 
     try:
         import_trt(flavour)
@@ -105,8 +105,8 @@ def build(
     (not needed when the gated model is already cached). calibration_frames: (H, W, 3) uint8 RGB
     (int8). Raises precision.GateRefused when the gate refuses.
     """
-    from .precision import PrecisionModelMissing, build_precision_model, model_for_precision
-    from .quantize import load_strategy
+    from holoburn.engines.precision import PrecisionModelMissing, build_precision_model, model_for_precision
+    from holoburn.engines.quantize import load_strategy
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -143,7 +143,7 @@ def build(
 
     # 2. the backend's artefact
     if backend in ("tensorrt", "tensorrt-rtx"):
-        from .tensorrt_backend import Profile, ensure_engine
+        from holoburn.engines.tensorrt_backend import Profile, ensure_engine
 
         if not isinstance(profile, Profile):
             profile = Profile.parse(profile, card, max_batch)
@@ -152,7 +152,7 @@ def build(
         outcome.cache_hit = outcome.cache_hit and engine.cache_hit
         if outcome.gate_table is not None and outcome.gate_table.is_file():
             # the gate's table also beside the engine it vouches for
-            from .cache import atomic_write
+            from holoburn.engines.cache import atomic_write
 
             stem = engine.path.name.split(".")[0]  # cache stems have no dots (cache._safe)
             atomic_write(engine.path.with_name(stem + ".gate.md"), outcome.gate_table.read_bytes())
@@ -162,7 +162,7 @@ def build(
     else:
         outcome.artefact = model
         if backend == "torch":
-            from .torch_backend import state_dict_path
+            from holoburn.engines.torch_backend import state_dict_path
 
             outcome.artefact = state_dict_path(card)
             if precision == "fp16":
@@ -231,9 +231,9 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _cmd_build(args) -> int:
-    from .gate import HoldoutError, load_labelled_set
-    from .precision import GateRefused, PrecisionModelMissing
-    from .quantize import CalibrationError, iter_frames_rgb, load_strategy
+    from holoburn.engines.gate import HoldoutError, load_labelled_set
+    from holoburn.engines.precision import GateRefused, PrecisionModelMissing
+    from holoburn.engines.quantize import CalibrationError, iter_frames_rgb, load_strategy
 
     if not logging.getLogger().handlers:  # show conversion and engine-build progress
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -311,7 +311,7 @@ def _this_device_mismatch(entry) -> str | None:
     backend = key.get("backend", "")
     if backend not in ("tensorrt", "tensorrt-rtx"):
         return None
-    from .tensorrt_backend import device_identity, import_trt
+    from holoburn.engines.tensorrt_backend import device_identity, import_trt
 
     try:
         trt = import_trt(backend)
@@ -333,7 +333,7 @@ def _cmd_verify(args) -> int:
     for entry in entries:
         status = "ok" if entry.ok else f"BAD: {entry.problem}"
         if entry.ok and entry.key.get("backend") in ("tensorrt", "tensorrt-rtx") and cuda_available():
-            from .tensorrt_backend import engine_validity
+            from holoburn.engines.tensorrt_backend import engine_validity
 
             try:
                 valid, why = engine_validity(entry.key["backend"], entry.payload_path.read_bytes())
@@ -390,7 +390,7 @@ def _cmd_clear(args) -> int:
 
 def run_engine(args: argparse.Namespace) -> int:
     """Run `holoburn engine <command>` from parsed arguments; returns the exit code."""
-    from .quantize import CalibrationError
+    from holoburn.engines.quantize import CalibrationError
 
     commands = {"build": _cmd_build, "list": _cmd_list, "verify": _cmd_verify, "clear": _cmd_clear}
     try:

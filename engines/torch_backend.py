@@ -21,8 +21,8 @@ import logging
 
 import numpy as np
 
-from .backend import Backend, BackendUnavailable, TensorInfo
-from .card import ModelCard, ModelCardError
+from holoburn.engines.backend import Backend, BackendUnavailable, TensorInfo
+from holoburn.engines.card import ModelCard, ModelCardError
 
 log = logging.getLogger("holoburn.engines.torch")
 
@@ -54,7 +54,7 @@ class TorchBackend(Backend):
             import torch
         except ImportError as exc:
             raise BackendUnavailable(f"PyTorch is not installed ({exc}); pip install 'holoburn[train]'") from None
-        from .unet import build_model
+        from holoburn.engines.unet import build_model
 
         if precision == "int8":
             raise BackendUnavailable("the torch backend has no int8; use --backend tensorrt or onnxruntime for int8")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .video import to_rgb8
+from holoburn.media.video import to_rgb8
 
 log = logging.getLogger("holoburn.camera")
 

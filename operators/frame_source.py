@@ -6,7 +6,7 @@ import time
 
 from holoscan.core import Operator
 
-from .frame import OK, Frame
+from holoburn.processing.frame import OK, Frame
 
 log = logging.getLogger("holoburn.source")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from holoscan.core import Operator
 
-from .frame import Frame
+from holoburn.processing.frame import Frame
 
 INDEX_ENTRY_BYTES = 24  # one entry of a .gxf_index file per recorded frame (seen with Holoscan 4.6)
 

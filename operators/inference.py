@@ -1,8 +1,8 @@
 """Inference: runs the segmentation network through whichever backend was opened at start-up."""
 from __future__ import annotations
 
-from .frame import Frame
-from .stage import StageOp
+from holoburn.processing.frame import Frame
+from holoburn.operators.stage import StageOp
 
 
 class InferenceOp(StageOp):

@@ -1,4 +1,4 @@
-"""The lane operators: thin Holoscan shells over the lane runtime (operators/lane_runtime.py).
+"""The lane operators: thin Holoscan shells over the lane runtime (processing/runtime.py).
 
     triage -> gate -> prepare -> infer -> postprocess -> overlay -> sink -> results
                 ^                                                  |
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from holoscan.core import ConditionType, IOSpec, Operator
 
-from ..clinical.depth import BURN_CLASSES, CLASS_NAMES, LABELS
-from ..clinical.lanes import UNSERVED_AT_STOP, LaneBoard
-from ..clinical.overlay import summary_lines
-from ..clinical.triage import Lane, LaneRouter
-from .frame import Frame
-from .lane_runtime import LaneBatch, LaneLedger
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES, LABELS
+from holoburn.processing.lanes import UNSERVED_AT_STOP, LaneBoard
+from holoburn.clinical.overlay import summary_lines
+from holoburn.clinical.triage import Lane, LaneRouter
+from holoburn.processing.frame import Frame
+from holoburn.processing.runtime import LaneBatch, LaneLedger
 
 log = logging.getLogger("holoburn.lanes")
 

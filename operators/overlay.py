@@ -1,9 +1,9 @@
 """Overlay (CPU renderer): depth colours, burn outlines, legend and numbers on the frame."""
 from __future__ import annotations
 
-from ..clinical.overlay import annotate, no_signal, summary_lines, tint
-from .frame import NO_SIGNAL, Frame
-from .stage import StageOp
+from holoburn.clinical.overlay import annotate, no_signal, summary_lines, tint
+from holoburn.processing.frame import NO_SIGNAL, Frame
+from holoburn.operators.stage import StageOp
 
 
 class OverlayOp(StageOp):

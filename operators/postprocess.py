@@ -1,11 +1,11 @@
 """Postprocess: class mask at frame size, burn size, triage level; feeds the lane router."""
 from __future__ import annotations
 
-from ..clinical.burn_size import burn_findings, count_pixels
-from ..clinical.triage import TriagePolicy, triage_level
-from ..engines.preprocess import segment
-from .frame import Frame
-from .stage import StageOp
+from holoburn.clinical.burn_size import burn_findings, count_pixels
+from holoburn.clinical.triage import TriagePolicy, triage_level
+from holoburn.processing.preprocess import segment
+from holoburn.processing.frame import Frame
+from holoburn.operators.stage import StageOp
 
 
 class PostprocessOp(StageOp):

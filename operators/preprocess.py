@@ -1,9 +1,9 @@
 """Preprocess: letterbox the frame to the model's square input and normalise it."""
 from __future__ import annotations
 
-from ..engines.preprocess import prepare_input
-from .frame import Frame
-from .stage import StageOp
+from holoburn.processing.preprocess import prepare_input
+from holoburn.processing.frame import Frame
+from holoburn.operators.stage import StageOp
 
 
 class PreprocessOp(StageOp):

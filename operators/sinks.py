@@ -7,10 +7,10 @@ from pathlib import Path
 
 import cv2
 
-from ..media.video import VideoWriter
-from .frame import Frame
-from .records import RunLedger, result_record
-from .stage import StageOp
+from holoburn.media.video import VideoWriter
+from holoburn.processing.frame import Frame
+from holoburn.processing.records import RunLedger, result_record
+from holoburn.operators.stage import StageOp
 
 
 class OverlayVideoSinkOp(StageOp):

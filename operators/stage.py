@@ -8,7 +8,7 @@ import time
 
 from holoscan.core import Operator
 
-from .frame import Frame
+from holoburn.processing.frame import Frame
 
 log = logging.getLogger("holoburn.pipeline")
 

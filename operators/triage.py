@@ -2,8 +2,8 @@
 EMERGENCY while the source's last result shows a referral-grade burn)."""
 from __future__ import annotations
 
-from .frame import Frame
-from .stage import StageOp
+from holoburn.processing.frame import Frame
+from holoburn.operators.stage import StageOp
 
 
 class TriageOp(StageOp):

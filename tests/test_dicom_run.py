@@ -15,7 +15,7 @@ from test_pipeline import holoburn
 
 
 def burn_picture(rows=96, columns=128, seed=0):
-    from holoburn.app.synth import iter_frames
+    from holoburn.app.synthesis.synth import iter_frames
 
     frame, _ = next(iter_frames(1, seed, size=(columns, rows)))
     return frame

@@ -61,7 +61,7 @@ def test_precision_not_built_says_how(engine_cache, pixel_card, engine_data):
 
 @pytest.fixture(scope="module")
 def exported_unet(tmp_path_factory):
-    """engines/unet.py BurnUNet with random weights: state dict + ONNX (as app/train.py exports) + card."""
+    """engines/unet.py BurnUNet with random weights: state dict + ONNX (as app/training/train.py exports) + card."""
     torch = pytest.importorskip("torch")
     from holoburn.engines.unet import build_model
 

@@ -30,7 +30,7 @@ HAVE_TORCH = importlib.util.find_spec("torch") is not None
 def shipped(tmp_path_factory):
     """The card, 24 held-out (frame, mask) pairs, 32 calibration frames and a module-wide cache,
     with the FP16 and INT8 models built (converted + gated) once."""
-    from holoburn.app import synth
+    from holoburn.app.synthesis import synth
 
     root = tmp_path_factory.mktemp("shipped")
     card = load_card(shipped_card_path())
@@ -79,7 +79,7 @@ def test_torch_and_onnxruntime_agree(shipped):
     card = shipped["card"]
     torch_backend = open_backend(card, "torch", "fp32", device="cpu")
     ort_backend = open_backend(card, "onnxruntime", "fp32", device="cpu")
-    from holoburn.engines.preprocess import prepare_input
+    from holoburn.processing.preprocess import prepare_input
 
     x = np.concatenate([prepare_input(f, card.input_size, card.mean, card.std)[0] for f, _ in shipped["holdout"][:4]])
     agreement = (torch_backend.infer(x).argmax(1) == ort_backend.infer(x).argmax(1)).mean()

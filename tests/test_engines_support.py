@@ -22,7 +22,7 @@ FRAME_SIZE = (320, 240)  # (width, height)
 
 def synthetic_pairs(frames: int, seed: int, frames_per_scene: int = 2):
     """(frame (240, 320, 3) uint8 RGB, mask (240, 320) uint8) pairs from holoburn synth."""
-    from holoburn.app.synth import iter_frames
+    from holoburn.app.synthesis.synth import iter_frames
 
     return list(iter_frames(frames, seed, size=FRAME_SIZE, frames_per_scene=frames_per_scene))
 

@@ -67,8 +67,8 @@ def policy(lane_name="EMERGENCY", **overrides):
 
 
 def run_batch(runtime, images, lane="EMERGENCY"):
-    from holoburn.operators.frame import Frame
-    from holoburn.operators.lane_runtime import LaneBatch
+    from holoburn.processing.frame import Frame
+    from holoburn.processing.runtime import LaneBatch
 
     batch = LaneBatch(runtime.lane, [Frame(source="test", index=i, timestamp_s=0.0, image=im, lane=lane)
                                      for i, im in enumerate(images)])
@@ -90,8 +90,8 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
 
     from holoburn.clinical.overlay import tint
     from holoburn.engines.card import load_card
-    from holoburn.engines.preprocess import prepare_input
-    from holoburn.operators.lane_runtime import GpuLaneRuntime
+    from holoburn.processing.preprocess import prepare_input
+    from holoburn.processing.runtime import GpuLaneRuntime
     from holoburn.operators.postprocess import segment
 
     card = load_card(tiny_card)
@@ -120,7 +120,7 @@ def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
 
     from holoburn.engines.backend import open_backend
     from holoburn.engines.card import load_card
-    from holoburn.operators.lane_runtime import CpuLaneRuntime, GpuLaneRuntime
+    from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime
 
     card = load_card(tiny_card)
     gpu = GpuLaneRuntime(policy(pool_mb=512), card=card, backend=ColourBackend(),
@@ -172,7 +172,7 @@ def test_emergency_buffers_are_never_reallocated(tmp_path):
     import torch
 
     from holoburn.engines.backend import open_backend
-    from holoburn.operators.lane_runtime import GpuLaneRuntime
+    from holoburn.processing.runtime import GpuLaneRuntime
 
     card = burn_unet_card(tmp_path)
     backend = open_backend(card, "torch", "fp16", device="cuda")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from holoburn.clinical.lanes import (
+from holoburn.processing.lanes import (
     DROPPED_OLDEST,
     REFUSED_NEWEST,
     LaneBoard,

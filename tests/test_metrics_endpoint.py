@@ -13,9 +13,9 @@ pytest.importorskip("prometheus_client", reason="prometheus-client is a runtime 
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from holoburn.app.metrics_endpoint import DEFAULT_HOST, PipelineMetrics, is_loopback, probe, run_health  # noqa: E402
-from holoburn.operators.frame import Frame  # noqa: E402
-from holoburn.operators.records import result_record  # noqa: E402
+from holoburn.app.run.metrics_endpoint import DEFAULT_HOST, PipelineMetrics, is_loopback, probe, run_health  # noqa: E402
+from holoburn.processing.frame import Frame  # noqa: E402
+from holoburn.processing.records import result_record  # noqa: E402
 
 
 def scrape(url: str) -> dict:

@@ -43,7 +43,7 @@ def test_one_source_through_the_lane_chain_keeps_the_run_contract(tmp_path, tiny
     """The device path of `holoburn run` on a GPU (one source: its lane's chain, back-pressure,
     nothing dropped), exercised here on the CPU."""
     from holoburn.app.config import load_config
-    from holoburn.app.multi_source import replay_sources
+    from holoburn.app.run.multi_source import replay_sources
 
     out = tmp_path / "out"
     config = load_config(None, {"inference.model": str(tiny_card), "results.save_masks": str(out / "masks")})

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from holoburn.engines.preprocess import letterbox_geometry, prepare_input, restore_mask
+from holoburn.processing.preprocess import letterbox_geometry, prepare_input, restore_mask
 
 
 @pytest.mark.parametrize("h,w", [(480, 640), (640, 480), (1080, 1920), (97, 13), (256, 256)])

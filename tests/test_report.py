@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="the report draws its plots with matplotlib")
 
-from holoburn.app.report import SECTION_TITLES, WorstFrames, write_report  # noqa: E402
+from holoburn.app.report.page import SECTION_TITLES, WorstFrames, write_report  # noqa: E402
 from holoburn.clinical.depth import NUM_CLASSES  # noqa: E402
 from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions  # noqa: E402
 

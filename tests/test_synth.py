@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from holoburn.app import synth
+from holoburn.app.synthesis import synth
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES, HEALTHY_SKIN, NUM_CLASSES
 from holoburn.media.video import VideoReader
 

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is an optional extra (pip install 'holoburn[train]')")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
-from holoburn.app import train as recipe  # noqa: E402
+from holoburn.app.training import train as recipe  # noqa: E402
 from holoburn.clinical.depth import CLASS_NAMES, NUM_CLASSES  # noqa: E402
 from holoburn.engines.card import REQUIRED_KEYS, file_sha256, load_card  # noqa: E402
 

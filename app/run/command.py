@@ -6,8 +6,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .config import load_config
-from .progress import Progress
+from holoburn.app.config import load_config
+from holoburn.app.run.progress import Progress
 
 SAMPLE = "burn_sample"
 
@@ -79,7 +79,7 @@ def holoscan_argv(args) -> list[str] | None:
 
 def replay_distributed(config: dict, out_dir: Path, argv: list[str]) -> dict | None:
     """Run this process's share of the fragments; the process with `display` writes the summary."""
-    from .pipeline import DistributedBurnPipeline, RunPlan, run_pipeline
+    from holoburn.app.pipeline import DistributedBurnPipeline, RunPlan, run_pipeline
 
     # Frames cross between fragments as serialized Python objects, which Holoscan puts in UCX's
     # serialization buffer (127 KiB by default): make room for a 1080p frame and its mask.
@@ -91,11 +91,11 @@ def replay_distributed(config: dict, out_dir: Path, argv: list[str]) -> dict | N
 
 def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, label="frames") -> dict:
     """Plan and run the graph with a progress bar; the one way every command replays a source."""
-    from .pipeline import plan_run, run_pipeline
+    from holoburn.app.pipeline import plan_run, run_pipeline
 
     metrics = None
     if config["metrics"]["enabled"]:
-        from .metrics_endpoint import PipelineMetrics
+        from holoburn.app.run.metrics_endpoint import PipelineMetrics
 
         metrics = PipelineMetrics()
         metrics.start(config["metrics"]["host"], config["metrics"]["port"])
@@ -118,8 +118,8 @@ def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, labe
 
 
 def recorded_total(config: dict) -> int | None:
-    from ..operators.gxf_io import recorded_frames
-    from .sources import gxf_recording, parse_source
+    from holoburn.operators.gxf_io import recorded_frames
+    from holoburn.app.run.sources import gxf_recording, parse_source
 
     kind, location = parse_source(config["source"]["location"])
     return recorded_frames(*gxf_recording(location)) if kind == "gxf" else None
@@ -163,17 +163,17 @@ def _replay_and_report(args, location: str) -> int:
 
 
 def run_run(args) -> int:
-    from ..engines.backend import cuda_available
+    from holoburn.engines.backend import cuda_available
 
     on_gpu = cuda_available() and (args.backend or "auto") in ("auto", "torch", "tensorrt")
     if len(args.source) == 1 and (not on_gpu or holoscan_argv(args)):
-        from .multi_source import parse_lane_spec
+        from holoburn.app.run.multi_source import parse_lane_spec
 
         location, lane = parse_lane_spec(args.source[0], args.lane or "ROUTINE")
         args.lane = lane.name if location != args.source[0] else args.lane  # `@LANE` given
         return _replay_and_report(args, location)
     # several sources, or one on a GPU: the lanes graph (frames stay on the device there)
-    from .multi_source import parse_lane_spec, replay_sources
+    from holoburn.app.run.multi_source import parse_lane_spec, replay_sources
 
     if holoscan_argv(args):
         raise ValueError("a distributed run takes one --source")

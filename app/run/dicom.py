@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..clinical.audit import AuditLog
-from ..clinical.deid import UidMap
-from ..clinical.dicom import DicomSkip, iter_dicom_frames
+from holoburn.clinical.audit import AuditLog
+from holoburn.clinical.deid import UidMap
+from holoburn.clinical.dicom import DicomSkip, iter_dicom_frames
 
 log = logging.getLogger("holoburn.dicom")
 
@@ -74,7 +74,7 @@ class DicomExporter:
         dataset = frame.extra.get("dataset")
         if not frame.ok or dataset is None:
             return
-        from ..clinical.dicom_export import write_overlay_capture, write_segmentation
+        from holoburn.clinical.dicom_export import write_overlay_capture, write_segmentation
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         index = frame.extra.get("frame_in_file")

@@ -14,7 +14,7 @@ CALIBRATION_SEED = 5_000_001
 
 
 def synthetic_sets(holdout_frames: int = 24, calibration_frames: int = 32, size=(640, 480)):
-    from .synth import iter_frames
+    from holoburn.app.synthesis.synth import iter_frames
 
     holdout = list(iter_frames(holdout_frames, HOLDOUT_SEED, size))
     calibration = [frame for frame, _ in iter_frames(calibration_frames, CALIBRATION_SEED, size)]
@@ -23,9 +23,9 @@ def synthetic_sets(holdout_frames: int = 24, calibration_frames: int = 32, size=
 
 def ensure_engine(card, backend: str, precision: str, inference: dict) -> None:
     """Build the missing artefact (conversion + gate) into the cache; raises GateRefused if refused."""
-    from ..engines import toolchain
-    from ..engines.gate import load_labelled_set
-    from ..engines.quantize import iter_frames_rgb
+    from holoburn.engines import toolchain
+    from holoburn.engines.gate import load_labelled_set
+    from holoburn.engines.quantize import iter_frames_rgb
 
     holdout = calibration = None
     if inference["holdout"]:

@@ -8,9 +8,9 @@ from pathlib import Path
 from holoscan.core import Application
 from holoscan.operators import VideoStreamRecorderOp
 
-from ..operators.frame_source import FrameSourceOp
-from ..operators.gxf_io import FrameToTensorOp, recorded_frames
-from .sources import open_reader, parse_source, source_id
+from holoburn.operators.frame_source import FrameSourceOp
+from holoburn.operators.gxf_io import FrameToTensorOp, recorded_frames
+from holoburn.app.run.sources import open_reader, parse_source, source_id
 
 
 def add_convert_arguments(p):

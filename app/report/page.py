@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from ..clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS
-from ..clinical.metrics import ANY_BURN, METRIC_MEANINGS, RATIO_METRICS, baseline_deltas
-from ..clinical.overlay import tint
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS
+from holoburn.clinical.metrics import ANY_BURN, METRIC_MEANINGS, RATIO_METRICS, baseline_deltas
+from holoburn.clinical.overlay import tint
 
 DECISION_SUPPORT = "Decision support, not diagnosis: a clinician makes every clinical decision."
 

@@ -40,18 +40,18 @@ def open_reader(spec: str, config: dict):
     Holoscan's own operator instead."""
     kind, location = parse_source(spec)
     if kind == "video":
-        from ..media.video import VideoReader
+        from holoburn.media.video import VideoReader
 
         return VideoReader(location)
     if kind == "camera":
-        from ..media.camera import Backoff, CameraReader
+        from holoburn.media.camera import Backoff, CameraReader
 
         cam = config["camera"]
         return CameraReader(location, width=cam["width"], height=cam["height"], fps=cam["fps"],
                             pixel_format=cam["pixel_format"],
                             backoff=Backoff(cam["retry_initial_s"], cam["retry_max_s"]))
     if kind == "dicom":
-        from .dicom_source import DicomReader
+        from holoburn.app.run.dicom import DicomReader
 
         return DicomReader(location, config, Path(config["dicom"]["audit_log"]))
     return None

@@ -34,7 +34,7 @@ from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
-from ..clinical.triage import Lane
+from holoburn.clinical.triage import Lane
 
 log = logging.getLogger("holoburn.metrics")
 
@@ -97,7 +97,7 @@ class PipelineMetrics:
         self.info.info({k: "" if v is None else str(v) for k, v in labels.items()})
 
     def observer(self, frame, record: dict) -> None:
-        """ResultsSinkOp observer: count one frame from its result record (see operators/records.py)."""
+        """ResultsSinkOp observer: count one frame from its result record (see processing/records.py)."""
         source, lane, status = record["source"], record["lane"], record["status"]
         self.frames_in.labels(source=source).inc()
         if status == "ok":

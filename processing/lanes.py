@@ -1,7 +1,7 @@
 """Priority lanes without a GPU: what each lane may hold, in which order lanes are served, which
 frame goes when a lane is full, and how lanes map onto CUDA stream priorities.
 
-Plain Python, no Holoscan, no CUDA: the lane operators (operators/lanes.py, operators/lane_runtime.py) use it on the GPU and on
+Plain Python, no Holoscan, no CUDA: the lane operators (operators/lanes.py, processing/runtime.py) use it on the GPU and on
 the CPU alike, so the CPU path with the same lanes orders its work by priority too.
 
 - `LanePolicy`: one lane's settings (batch size, queue capacity, drop rule, in-flight depth,
@@ -23,7 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .triage import Lane
+from holoburn.clinical.triage import Lane
 
 DROP_RULES = ("oldest", "newest")
 PRIORITY_LEVELS = ("highest", "high", "low", "lowest")

@@ -57,7 +57,7 @@ from holoburn.app.lanes import (
 from holoburn.clinical.triage import Lane, TriagePolicy
 from holoburn.engines.backend import open_backend
 from holoburn.engines.card import DEFAULT_CARD, load_card
-from holoburn.operators.lane_runtime import trace_breakdown
+from holoburn.processing.runtime import trace_breakdown
 
 log = logging.getLogger("holoburn.bench")
 LAB_NOTE = "one H100 (lab), torch backend - TensorRT cannot run there"
@@ -75,7 +75,7 @@ def environment(device: str) -> dict:
         import cupy
         import torch
 
-        from holoburn.operators.lane_runtime import device_priority_range, priority_range_source
+        from holoburn.processing.runtime import device_priority_range, priority_range_source
 
         props = cupy.cuda.runtime.getDeviceProperties(0)
         facts.update({
@@ -114,7 +114,7 @@ def model_card(args, workdir: Path):
             path.write_text(yaml.safe_dump(raw, sort_keys=False))
             return load_card(path), (f"{card.model_id} (shipped weights) run at {size}x{size}; its card says "
                                      f"{card.input_size}x{card.input_size}")
-    from holoburn.app.train import WIDTHS, random_weight_card
+    from holoburn.app.training.train import WIDTHS, random_weight_card
 
     size = args.input_size or 256
     path = random_weight_card(workdir, size)
@@ -124,7 +124,7 @@ def model_card(args, workdir: Path):
 def synthetic_frames(width: int, height: int, count: int) -> list[np.ndarray]:
     """Burn scenes from holoburn's synthetic generator (a plain pattern if it is not installed)."""
     try:
-        from holoburn.app import synth
+        from holoburn.app.synthesis import synth
 
         frames = []
         for scene in range(count):
@@ -153,8 +153,8 @@ def pinned_copies(frames):
 
 def run_direct(runtime, frames, lane: Lane = Lane.EMERGENCY):
     """One batch straight through a runtime's stages (no Holoscan), for checks and warm-up."""
-    from holoburn.operators.frame import Frame
-    from holoburn.operators.lane_runtime import LaneBatch
+    from holoburn.processing.frame import Frame
+    from holoburn.processing.runtime import LaneBatch
 
     batch = LaneBatch(runtime.lane, [Frame(source="check", index=i, timestamp_s=0.0, image=f, lane=lane.name)
                                      for i, f in enumerate(frames)])
@@ -231,8 +231,8 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
     import torch
 
     from holoburn.clinical.overlay import tint
-    from holoburn.engines.preprocess import prepare_input
-    from holoburn.operators.lane_runtime import CpuLaneRuntime, GpuLaneRuntime
+    from holoburn.processing.preprocess import prepare_input
+    from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime
     from holoburn.operators.postprocess import segment
 
     out = {}

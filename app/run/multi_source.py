@@ -19,15 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..clinical.burn_size import region_tbsa_pct
-from ..clinical.triage import Lane, TriagePolicy
-from ..engines.backend import cuda_available, open_backend
-from ..engines.card import load_card
-from ..media.video import VideoWriter
-from ..operators.lane_runtime import SourceFacts
-from ..operators.records import RunLedger, result_record, write_json
-from .lanes import LanesPlan, build_router, build_runtimes, lane_policies, lanes_in_use, load_lanes_config, run_lanes
-from .sources import open_reader, parse_source, source_id
+from holoburn.clinical.burn_size import region_tbsa_pct
+from holoburn.clinical.triage import Lane, TriagePolicy
+from holoburn.engines.backend import cuda_available, open_backend
+from holoburn.engines.card import load_card
+from holoburn.media.video import VideoWriter
+from holoburn.processing.runtime import SourceFacts
+from holoburn.processing.records import RunLedger, result_record, write_json
+from holoburn.app.lanes import LanesPlan, build_router, build_runtimes, lane_policies, lanes_in_use, load_lanes_config, run_lanes
+from holoburn.app.run.sources import open_reader, parse_source, source_id
 
 
 def parse_lane_spec(spec: str, default_lane: str) -> tuple[str, Lane]:
@@ -153,7 +153,7 @@ def replay_sources(config: dict, specs: list[str], out_dir: Path, progress=None,
     region = src["body_region"]
     facts = SourceFacts(region_tbsa_pct(region, src["age_years"]) if region else None, region, src["cm2_per_pixel"])
     sources, fps = [], {}
-    from .lanes import SourceSpec
+    from holoburn.app.lanes import SourceSpec
 
     for spec in specs:
         location, lane = parse_lane_spec(spec, src["lane"])

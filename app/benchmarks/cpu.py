@@ -14,11 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..engines.backend import open_backend
-from ..engines.card import load_card
-from ..engines.preprocess import prepare_input
-from ..media.video import FrameListReader, VideoReader
-from .config import load_config
+from holoburn.engines.backend import open_backend
+from holoburn.engines.card import load_card
+from holoburn.processing.preprocess import prepare_input
+from holoburn.media.video import FrameListReader, VideoReader
+from holoburn.app.config import load_config
 
 
 def add_bench_arguments(p):
@@ -59,7 +59,7 @@ def plain_loop(frames, backend, card) -> tuple[float, float]:
 
 def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
     """Frames per second of the whole Holoscan graph, first frame in to last result out."""
-    from .pipeline import RunPlan, run_pipeline
+    from holoburn.app.pipeline import RunPlan, run_pipeline
 
     plan = RunPlan(config, out_dir, card, backend, FrameListReader(frames, fps, "bench"), "bench")
     cpu = time.process_time()
@@ -73,10 +73,10 @@ def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
 
 
 def run_bench(args) -> int:
-    from .run import sample_video
+    from holoburn.app.run.command import sample_video
 
     if args.lanes is not None:
-        from .bench_lanes import main as lanes_main
+        from holoburn.app.benchmarks.lanes import main as lanes_main
 
         return lanes_main(args.lanes)
     if not args.cpu:

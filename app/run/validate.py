@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
-from ..clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
-from ..clinical.triage import TriagePolicy, triage_level
-from ..engines.preprocess import array_module, restore_probabilities
-from .config import load_config
-from .report import WorstFrames, write_report
+from holoburn.clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
+from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
+from holoburn.clinical.triage import TriagePolicy, triage_level
+from holoburn.processing.preprocess import array_module, restore_probabilities
+from holoburn.app.config import load_config
+from holoburn.app.report.page import WorstFrames, write_report
 
 
 def add_validate_arguments(p):
@@ -125,7 +125,7 @@ class Scorer:
 
 def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool,
                   bootstrap_block: int = 15) -> tuple[dict, dict, Scorer]:
-    from .run import replay
+    from holoburn.app.run.command import replay
 
     src = config["source"]
     region = src["body_region"]
@@ -169,7 +169,7 @@ def run_validate(args) -> int:
     metrics["command"] = command
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    from ..engines.card import load_card
+    from holoburn.engines.card import load_card
 
     card = load_card(args.model)
     report = write_report(out, metrics, model_card=card.raw, command=command,

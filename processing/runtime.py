@@ -1,7 +1,7 @@
 """The lanes' runtime: what each lane owns and does, on the GPU (frames stay on the device from
 upload to overlay) and on the CPU. The Holoscan operators that call it are in operators/lanes.py.
 
-Each lane (clinical/lanes.py) is a chain of thin operators:
+Each lane (processing/lanes.py) is a chain of thin operators:
 
     triage -> gate -> prepare -> infer -> postprocess -> overlay -> sink -> results
                 ^                                                  |
@@ -41,13 +41,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..clinical.burn_size import burn_findings, count_pixels
-from ..clinical.depth import CLASS_COLOURS_RGB, TINTED
-from ..clinical.lanes import LanePolicy
-from ..clinical.overlay import annotate, summary_lines, tint
-from ..clinical.triage import Lane, LaneRouter, TriagePolicy, triage_level
-from ..engines.preprocess import letterbox_geometry, prepare_input, segment
-from .frame import Frame
+from holoburn.clinical.burn_size import burn_findings, count_pixels
+from holoburn.clinical.depth import CLASS_COLOURS_RGB, TINTED
+from holoburn.processing.lanes import LanePolicy
+from holoburn.clinical.overlay import annotate, summary_lines, tint
+from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy, triage_level
+from holoburn.processing.preprocess import letterbox_geometry, prepare_input, segment
+from holoburn.processing.frame import Frame
 
 log = logging.getLogger("holoburn.lanes")
 

@@ -5,7 +5,7 @@ that went through a real mp4 encode/decode (as the pipeline sees them), exports 
 the model card beside it. PyTorch is an optional extra (`pip install holoburn[train]`), so it is
 imported inside the functions that need it.
 
-Model input is what `holoburn.engines.preprocess.prepare_input` makes of a frame: the frame
+Model input is what `holoburn.processing.preprocess.prepare_input` makes of a frame: the frame
 letterboxed into an S x S square, RGB, normalised with the card's mean and std, NCHW float32.
 The padding of the letterbox is left out of the loss (ignore index): the pipeline crops it away
 in `restore_mask`, so whatever the model says there is never read, and counting it as
@@ -27,10 +27,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from holoburn.app import synth
+from holoburn.app.synthesis import synth
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
 from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
-from holoburn.engines.preprocess import prepare_input, restore_mask
+from holoburn.processing.preprocess import prepare_input, restore_mask
 from holoburn.engines.unet import WIDTHS, build_model
 from holoburn.media.video import VideoReader  # the architecture lives below app/ for the torch backend
 
@@ -697,7 +697,7 @@ def run_train(args: argparse.Namespace) -> dict:
     )
 
 
-def main(argv=None):  # `python3 -m holoburn.app.train ...`, the same flags as `holoburn train`
+def main(argv=None):  # `python3 -m holoburn.app.training.train ...`, the same flags as `holoburn train`
     parser = add_train_arguments(argparse.ArgumentParser(prog="holoburn train", description=__doc__.splitlines()[0]))
     run_train(parser.parse_args(argv))
 

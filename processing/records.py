@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .frame import Frame
+from holoburn.processing.frame import Frame
 
 
 #: source metadata that results may carry (never patient identifiers: DICOM UIDs are remapped)
