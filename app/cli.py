@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from holoburn.clinical.errors import HoloburnError
+
 STACK_BYTES = 32 * 1024 * 1024  # Holoscan warns below 32 MiB of stack
 
 
@@ -68,21 +70,6 @@ def run_audit(args) -> int:
     return run_verify(args)
 
 
-class UserError(Exception):
-    """An error a user can fix; printed without a traceback."""
-
-
-def _user_errors() -> tuple:
-    from holoburn.engines.backend import BackendUnavailable
-    from holoburn.engines.card import ModelCardError
-    from holoburn.engines.precision import GateRefused, PrecisionModelMissing
-    from holoburn.media.video import VideoError
-    from holoburn.app.config import ConfigError
-
-    return (UserError, VideoError, ModelCardError, BackendUnavailable, ConfigError, FileNotFoundError, ValueError,
-            PrecisionModelMissing, GateRefused)
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands are listed; only `command`'s module is imported to add its options,
     so `holoburn run` never pays for importing PyTorch."""
@@ -113,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = getattr(importlib.import_module(f"holoburn.{module}"), runner)(args)
         return status if isinstance(status, int) else 0
-    except _user_errors() as exc:
+    except HoloburnError as exc:  # declared errors (clinical/errors.py): a message and an exit code, no traceback
         print(f"holoburn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("holoburn: interrupted", file=sys.stderr)
         return 130

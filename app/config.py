@@ -11,11 +11,13 @@ from pathlib import Path
 
 import yaml
 
+from holoburn.clinical.errors import BadConfig
+
 DEFAULTS_FILE = "holoburn.yaml"
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(BadConfig):
+    """A config file cannot be read or holds unknown keys or bad values; the message names the file."""
 
 
 def _bundled(name: str) -> dict:
@@ -27,19 +29,40 @@ def defaults() -> dict:
     return _bundled(DEFAULTS_FILE)
 
 
+def read_text(path: str | Path) -> str:
+    """The text of a config file; ConfigError naming the file when it is missing, a folder,
+    unreadable, binary or not UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: give the path of a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (check the path, or name a bundled preset)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise ConfigError(f"config file {path} is a binary file, not YAML text: give the path of a .yaml file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): "
+                          "save it as UTF-8") from None
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         bundled = resources.files("holoburn.configs").joinpath(str(path))
         if bundled.is_file():  # a preset by name, e.g. replay-validation.yaml
-            return yaml.safe_load(bundled.read_text()) or {}
-        raise ConfigError(f"config file not found: {path}")
+            return yaml.safe_load(bundled.read_text(encoding="utf-8")) or {}
+    text = read_text(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections")
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 
@@ -87,7 +110,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        section, key = dotted.split(".", 1)
+        section, _, key = dotted.partition(".")
         if section not in config or key not in config[section]:
             raise ConfigError(f"unknown setting {dotted}")
         config[section][key] = value

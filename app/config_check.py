@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from holoburn.app.config import ConfigError, defaults, problems
+from holoburn.app.config import defaults, problems, read_text
 
 
 def _one_of(*choices, upper=False):
@@ -171,12 +171,11 @@ def _line_of(path: str, lines: dict) -> int | None:
 def _read_text(name: str) -> tuple[str, str]:
     """(label, text) of a file path, or of a bundled preset by name (as `--config` resolves it)."""
     path = Path(name)
-    if path.is_file():
-        return str(path), path.read_text()
-    bundled = resources.files("holoburn.configs").joinpath(name)
-    if bundled.is_file():
-        return f"{name} (bundled preset)", bundled.read_text()
-    raise ConfigError(f"config file not found: {name}")
+    if not path.exists():
+        bundled = resources.files("holoburn.configs").joinpath(name)
+        if bundled.is_file():
+            return f"{name} (bundled preset)", bundled.read_text(encoding="utf-8")
+    return str(path), read_text(path)  # ConfigError naming the file: missing, a folder, binary, not UTF-8
 
 
 def check_text(text: str) -> list[tuple[int | None, str]]:

@@ -41,6 +41,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from holoburn.clinical.errors import BadInput
+
 #: `prev` of the first entry
 GENESIS = "0" * 64
 #: keys of an entry, in the order they are written
@@ -81,7 +83,9 @@ def entry_hash(entry: dict) -> str:
 def _actor() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no user name in the environment or the password database
+    except (KeyError, ImportError, OSError):  # no user name in the environment or the password database:
+        # KeyError from pwd (uid not listed), ImportError where there is no pwd module, OSError
+        # from Python 3.13 on
         return f"uid:{os.getuid()}"
 
 
@@ -111,8 +115,12 @@ class AuditLog:
             raise ValueError(f"audit action must be a non-empty string, got {action!r}")
         with self._thread_lock:
             created = not self.path.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            except OSError as error:  # a folder, a read-only place: the path the user gave is unusable
+                raise BadInput(f"cannot write the audit log {self.path}: {error.strerror or error}; "
+                               "give a writable file path (--audit-log, or dicom.audit_log in the config)") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:

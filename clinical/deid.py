@@ -59,9 +59,12 @@ import logging
 import os
 import re
 import secrets
+import struct
 import sys
 import tempfile
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -70,11 +73,12 @@ import pydicom
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from holoburn.clinical.audit import AuditLog, path_ref
+from holoburn.clinical.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +353,7 @@ RETAIN_PATIENT_CHARACTERISTICS_CODE = ("113108", "DCM", "Retain Patient Characte
 # -- errors --------------------------------------------------------------------------------------
 
 
-class DicomInputError(Exception):
+class DicomInputError(BadInput):
     """A DICOM input that holoburn reports and skips: `kind` is a short code, `reason` a sentence.
 
     Kinds: missing, unreadable, empty, not_dicom, truncated, dicomdir, no_pixel_data,
@@ -367,6 +371,33 @@ class BurnedInAnnotationError(DicomInputError):
 
     def __init__(self, reason: str):
         super().__init__("burned_in", reason)
+
+
+#: What pydicom raises on a damaged file, while parsing it (dcmread, FileSet) and while converting a
+#: raw value on first access (it converts lazily, so damage in a value shows only when it is read).
+#: Found in pydicom 3.0's reader and by corrupting real files byte by byte. A file that raises one of
+#: these is reported by its path_ref and skipped; anything else is a defect and surfaces as one.
+DAMAGED_DICOM: tuple[type[Exception], ...] = (
+    InvalidDicomError,  # no 'DICM' marker, no file meta
+    BytesLengthException,  # a value whose length is no multiple of its VR's size
+    ValueError,  # malformed values and fragments, undecodable text (UnicodeDecodeError), NUL in a UID
+    KeyError, IndexError, TypeError, AttributeError,  # an element the parser needs is missing or mangled
+    NotImplementedError,  # an unknown VR: a corrupt VR field
+    struct.error, EOFError, OSError,  # a length running past the end of the file ("No tag to read")
+    zlib.error,  # a damaged deflated data set
+)
+
+
+@contextmanager
+def converting_values():
+    """Around code that reads values of a data set read from a file: a value pydicom cannot
+    convert (a damaged file) is a DicomInputError of kind "unreadable", like a damaged header."""
+    try:
+        yield
+    except DAMAGED_DICOM as error:
+        raise DicomInputError(
+            "unreadable", f"cannot read the DICOM data set: {type(error).__name__}: {redact(error)}"
+        ) from None
 
 
 # -- UIDs ----------------------------------------------------------------------------------------
@@ -541,7 +572,8 @@ def deidentify(
     a refusal is audited when `audit` is given, and an override REQUIRES `audit` (ValueError
     otherwise) because every override must be on record.
     """
-    burned_in = is_burned_in(dataset)
+    with converting_values():
+        burned_in = is_burned_in(dataset)
     if burned_in and allow_burned_in and audit is None:
         raise ValueError(
             "allow_burned_in=True needs an audit log: pass audit=AuditLog(...) so that the "
@@ -555,8 +587,9 @@ def deidentify(
     if burned_in and not allow_burned_in:
         if audit is not None:
             reference = {"file": source_ref} if source_ref else {}
-            if dataset.get("SOPInstanceUID"):
-                reference["SOPInstanceUID"] = uid_map(dataset.SOPInstanceUID)
+            with converting_values():
+                if dataset.get("SOPInstanceUID"):
+                    reference["SOPInstanceUID"] = uid_map(dataset.SOPInstanceUID)
             audit.append("refuse_burned_in", reference, {"BurnedInAnnotation": "YES"})
         raise BurnedInAnnotationError(
             "image is flagged Burned In Annotation = YES: text in its pixels may identify the "
@@ -565,18 +598,17 @@ def deidentify(
             "is written to the audit log."
         )
 
-    out = _deidentify_items(dataset, uid_map, retain)
-
-    if "PatientAge" in out:
-        out.PatientAge = _cap_age(out.PatientAge)
+    with converting_values():
+        out = _deidentify_items(dataset, uid_map, retain)
+        if "PatientAge" in out:
+            out.PatientAge = _cap_age(out.PatientAge)
+        out.file_meta = _new_file_meta(dataset, out, uid_map)
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = DEIDENTIFICATION_METHOD
     codes = [BASIC_PROFILE_CODE]
     if retain_patient_characteristics:
         codes.append(RETAIN_PATIENT_CHARACTERISTICS_CODE)
     out.DeidentificationMethodCodeSequence = Sequence([_code_item(c) for c in codes])
-
-    out.file_meta = _new_file_meta(dataset, out, uid_map)
 
     if burned_in:  # allowed, and audit is present (checked above)
         audit.append(  # type: ignore[union-attr]
@@ -608,6 +640,9 @@ def _new_file_meta(source: Dataset, out: Dataset, uid_map: UidMap) -> FileMetaDa
 
 # -- pydicom's messages must not print patient data ----------------------------------------------
 
+#: what formatting a log record can raise (a message whose arguments do not fit its placeholders)
+_UNFORMATTABLE = (TypeError, ValueError, KeyError)
+
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 # an absolute path (POSIX or Windows) to the end of the line: paths can hold patient names
 _PATH = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=[=(:]))(?:[A-Za-z]:)?[\\/][^\n]*", re.MULTILINE)
@@ -636,7 +671,7 @@ class _RedactingForwarder(logging.Handler):
             clean.msg, clean.args = redact(message), None
             clean.exc_info = clean.exc_text = clean.stack_info = None
             self._target.handle(clean)
-        except Exception:  # logging must never break reading
+        except _UNFORMATTABLE:  # logging must never break reading
             self.handleError(record)
 
 
@@ -758,21 +793,22 @@ def read_dicom(path: str | os.PathLike, *, require_pixels: bool = True) -> Datas
         ) from None
     except PermissionError as error:
         raise DicomInputError("unreadable", f"cannot open: {error.strerror}") from None
-    except Exception as error:  # pydicom raises many kinds on a damaged header
+    except DAMAGED_DICOM as error:  # pydicom raises many kinds on a damaged header
         raise DicomInputError(
             "unreadable", f"cannot parse the DICOM header: {type(error).__name__}: {redact(error)}"
         ) from None
 
-    if is_dicomdir(dataset):
-        raise DicomInputError("dicomdir", "DICOMDIR index (holds no image; its files are read one by one)")
-    pixels_found = has_pixels(dataset)
-    truncated = _truncation(dataset, stat.st_size, pixels_found=pixels_found)
-    if truncated:
-        raise DicomInputError("truncated", truncated)
-    if require_pixels and not pixels_found:
-        sop_class = dataset.get("SOPClassUID")
-        what = f"{UID(sop_class).name}" if sop_class else "no SOP Class UID"
-        raise DicomInputError("no_pixel_data", f"no pixel data: not an image ({what})")
+    with converting_values():  # the checks below are the first to read values
+        if is_dicomdir(dataset):
+            raise DicomInputError("dicomdir", "DICOMDIR index (holds no image; its files are read one by one)")
+        pixels_found = has_pixels(dataset)
+        truncated = _truncation(dataset, stat.st_size, pixels_found=pixels_found)
+        if truncated:
+            raise DicomInputError("truncated", truncated)
+        if require_pixels and not pixels_found:
+            sop_class = dataset.get("SOPClassUID")
+            what = f"{UID(sop_class).name}" if sop_class else "no SOP Class UID"
+            raise DicomInputError("no_pixel_data", f"no pixel data: not an image ({what})")
     return dataset
 
 
@@ -887,15 +923,19 @@ def deidentify_tree(
     one line per file, naming it by number and `path_ref`, never by path.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise NotADirectoryError(f"deid input is not a directory ({path_ref(in_dir)})")
+    if not in_dir.is_dir():  # named by its hash only: input paths can hold patient names
+        what = "not found" if not in_dir.exists() else "not a directory"
+        raise BadInput(f"deid input {what} ({path_ref(in_dir)}): give the folder that holds the DICOM files")
     resolved_in, resolved_out = in_dir.resolve(), out_dir.resolve()
     if resolved_out == resolved_in or resolved_in in resolved_out.parents:
-        raise ValueError(
+        raise BadInput(
             "deid output folder lies inside the input folder: choose an output outside it, "
             "or the outputs would be read back as inputs"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInput(f"cannot create the deid output folder {out_dir}: {error.strerror or error}") from None
     uid_map = uid_map or UidMap()
     summary = DeidSummary()
     files = walk_files(in_dir)
@@ -984,7 +1024,7 @@ def run_deid(args: argparse.Namespace) -> int:
             retain_patient_characteristics=args.retain_patient_characteristics,
             progress=progress,
         )
-    except (NotADirectoryError, ValueError) as error:
+    except BadInput as error:
         print(f"holoburn deid: {error}", file=sys.stderr)
         return 2
     counts = summary.by_kind()

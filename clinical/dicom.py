@@ -39,6 +39,7 @@ from pydicom.uid import UID
 
 from holoburn.clinical.audit import AuditLog, path_ref
 from holoburn.clinical.deid import (
+    DAMAGED_DICOM,
     DicomInputError,
     UidMap,
     UnnamedFile,
@@ -51,6 +52,10 @@ from holoburn.clinical.deid import (
 )
 
 _PIXEL_TAGS = frozenset(tag_for_keyword(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+
+#: what decoding damaged pixel data raises: a damaged file's kinds, and pydicom's RuntimeError
+#: "Unable to decode as exceptions were raised by all available plugins" (a corrupt JPEG stream)
+DAMAGED_PIXELS = (*DAMAGED_DICOM, RuntimeError)
 
 
 @dataclass
@@ -104,8 +109,8 @@ def iter_dicom_frames(
     Each file is audited ("read", with the new UIDs, or with the skip reason).
     """
     root = Path(path)
-    if not root.exists():
-        raise FileNotFoundError(f"DICOM source not found ({path_ref(root)}): check the path given")
+    if not root.exists():  # named by its hash only: paths can hold patient names
+        raise DicomInputError("missing", f"DICOM source not found ({path_ref(root)}): check the path given")
     number = 0
     for file_path in _input_files(root, audit):
         number += 1
@@ -129,9 +134,9 @@ def _looks_like_dicomdir(path: Path) -> bool:
     try:  # header only: values skipped, pixel data not read
         with UnnamedFile(path) as stream:
             header = pydicom.dcmread(stream, stop_before_pixels=True, specific_tags=["DirectoryRecordSequence"])
-    except Exception:
+        return is_dicomdir(header)  # reads a value of the file meta: damage can show here too
+    except DAMAGED_DICOM:
         return False  # reported when the file itself is read
-    return is_dicomdir(header)
 
 
 def _dicomdir_files(dicomdir: Path, audit: AuditLog | None) -> Iterator[Path | DicomSkip]:
@@ -139,7 +144,7 @@ def _dicomdir_files(dicomdir: Path, audit: AuditLog | None) -> Iterator[Path | D
     try:
         file_set = FileSet(dicomdir)
         paths = [Path(instance.path) for instance in file_set]
-    except Exception as error:  # a damaged index: report it, there is nothing else to read
+    except DAMAGED_DICOM as error:  # a damaged index: report it, there is nothing else to read
         if audit is not None:
             audit.append("read", {"file": ref}, {"outcome": "skipped", "kind": "unreadable"})
         yield DicomSkip(0, ref, "unreadable", f"cannot read the DICOMDIR: {type(error).__name__}: {redact(error)}")
@@ -197,7 +202,7 @@ def _records_of_file(
             decoded += 1
     except DicomInputError as error:
         yield skipped(error.kind, error.reason, frames_decoded=decoded)
-    except Exception as error:  # a decoder plugin failing on damaged data
+    except DAMAGED_PIXELS as error:  # a decoder plugin failing on damaged data
         where = f"frame {decoded + 1} of {frame_count}: " if frame_count > 1 else ""
         yield skipped(
             "decode_error",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import highdicom as hd
@@ -85,10 +86,8 @@ _TYPE2_COPIED = (
 
 def _software_version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("holoburn")
-    except Exception:
+    except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 

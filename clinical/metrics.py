@@ -542,22 +542,26 @@ def bootstrap_intervals(
     return {**about, "pixel_pooled": intervals(pooled_draws), "per_frame_mean": intervals(mean_draws)}
 
 
+def percentiles(values_ms, qs=(50, 90, 95, 99)) -> dict:
+    """{"n", "p50", "p90", "p95", "p99", "max"} of millisecond values, rounded to microseconds;
+    the percentiles and max are None when there are no values. The one percentile helper of
+    holoburn (run summaries, lanes, benchmarks, validation)."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size == 0:
+        return {"n": 0, **{f"p{q}": None for q in qs}, "max": None}
+    points = np.percentile(values, list(qs))
+    return {"n": int(values.size), **{f"p{q}": round(float(v), 3) for q, v in zip(qs, points)},
+            "max": round(float(values.max()), 3)}
+
+
 def latency_summary(latency_ms) -> dict | None:
-    """p50 / p95 / p99, mean and max in milliseconds, with a 40-bin histogram; None if empty."""
+    """percentiles(), the mean and a 40-bin histogram, in milliseconds; None if empty."""
     values = np.asarray(latency_ms, dtype=np.float64)
     if values.size == 0:
         return None
     counts, edges = np.histogram(values, bins=40)
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        "frames": int(values.size),
-        "p50": float(p50),
-        "p95": float(p95),
-        "p99": float(p99),
-        "mean": float(values.mean()),
-        "max": float(values.max()),
-        "histogram": {"edges_ms": edges.tolist(), "counts": counts.tolist()},
-    }
+    return {**percentiles(values), "mean": float(values.mean()),
+            "histogram": {"edges_ms": edges.tolist(), "counts": counts.tolist()}}
 
 
 # ---------------------------------------------------------------------------------------------

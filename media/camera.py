@@ -8,17 +8,23 @@ exponential back-off, and counts the frames lost in the gap. The device is opene
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from holoburn.clinical.errors import BadConfig, BadInput
 from holoburn.media.video import to_rgb8
 
 log = logging.getLogger("holoburn.camera")
 
 PIXEL_FORMATS = ("YUYV", "MJPG")
+
+
+class CameraError(BadInput):
+    """A camera device is missing or cannot be opened; the message names the device and what to check."""
 
 
 @dataclass
@@ -40,7 +46,7 @@ class Backoff:
 def open_opencv_capture(device: str, width: int, height: int, fps: float, pixel_format: str):
     """Open a V4L2 device with OpenCV; None when it cannot be opened."""
     if pixel_format not in PIXEL_FORMATS:
-        raise ValueError(f"camera pixel format {pixel_format!r}: choose one of {', '.join(PIXEL_FORMATS)}")
+        raise BadConfig(f"camera.pixel_format {pixel_format!r}: choose one of {', '.join(PIXEL_FORMATS)}")
     capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
     if not capture.isOpened():
         capture.release()
@@ -76,8 +82,7 @@ class CameraReader:
         self._started = clock()
         self._capture = self._open_capture(device, width, height, fps, pixel_format)
         if self._capture is None and must_open:
-            raise ValueError(f"camera {device} cannot be opened: no such device, busy, or no permission "
-                             f"(check `ls -l {device}` and that the user is in the video group)")
+            raise CameraError(_why_not_open(device))
         self._lost_at = None if self._capture is not None else clock()
         self._retry_at = self._lost_at
         self._stopped = False
@@ -135,6 +140,15 @@ class CameraReader:
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def _why_not_open(device: str) -> str:
+    """The message for a camera that would not open, naming the device and what to check."""
+    if device.startswith("/dev/") and not os.path.exists(device):
+        return (f"camera {device} not found: no such device; check that the camera is plugged in and its "
+                "number (ls /dev/video*)")
+    return (f"camera {device} cannot be opened: busy, no permission, or not a capture device "
+            f"(check `ls -l {device}`, that the user is in the video group, and that no other program uses it)")
 
 
 def blank(height: int, width: int) -> np.ndarray:

@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from holoburn.clinical.errors import BadInput
+
 DECODE_ERROR = "decode_error"  # Frame.status of a frame the file holds but that did not decode
 
 #: packets the container timeline keeps read ahead of the decoder: more than any codec reorders
@@ -33,7 +35,7 @@ LOOKAHEAD = 32
 RETRIES = 64
 
 
-class VideoError(ValueError):
+class VideoError(BadInput):
     """A video file is missing, empty or cannot be decoded; the message names the file."""
 
 
@@ -57,11 +59,15 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.container = _check_file(self.path)
-        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        if not self._capture.isOpened():
-            self._capture.release()
-            raise VideoError(_why_unopenable(self.path, self.container))
+        try:  # the file can vanish or lose its permissions between the checks (a reopen for looping)
+            self.container = _check_file(self.path)
+            self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+            if not self._capture.isOpened():
+                self._capture.release()
+                raise VideoError(_why_unopenable(self.path, self.container))
+        except OSError as exc:
+            raise VideoError(f"cannot read {self.path}: {exc.strerror or exc}; check that it exists and "
+                             "is readable") from None
         fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
         self._period = 1.0 / (self.fps or 30.0)  # frame period for timing where the file gives none
@@ -206,7 +212,8 @@ class VideoReader:
         self._timeline.close()
 
     def reopen(self) -> "VideoReader":
-        """A fresh reader at the start of the same file (for looping)."""
+        """A fresh reader at the start of the same file (for looping); VideoError when the file
+        changed or vanished since."""
         self.close()
         return VideoReader(self.path)
 
@@ -388,11 +395,11 @@ def _check_file(path: Path) -> str | None:
     """Fail with a clear message for what is plainly not a video file; else the container kind
     the first bytes show (None when they show none FFmpeg might still recognise)."""
     if not path.exists():
-        raise VideoError(f"video not found: {path}")
+        raise VideoError(f"video not found: {path} (check the path and the working folder)")
     if not path.is_file():
         raise VideoError(f"not a file: {path} (give the path of a video file)")
     if path.stat().st_size == 0:
-        raise VideoError(f"video file is empty (0 bytes): {path}")
+        raise VideoError(f"video file is empty (0 bytes): {path} (re-copy or re-export the recording)")
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -561,7 +568,8 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
             if not self._writer.isOpened():
-                raise VideoError(f"cannot write video {self.path} with codec {self.fourcc}")
+                raise VideoError(f"cannot write video {self.path} with codec {self.fourcc}: check that the folder "
+                                 "is writable and the codec (video_sink.fourcc) suits the file's suffix")
             self._size = (width, height)
             self.size = self._size
         if (frame_rgb.shape[1], frame_rgb.shape[0]) != self._size:

@@ -24,8 +24,8 @@ class TensorToFrameOp(Operator):
 
     def compute(self, op_input, op_output, context):
         tensors = op_input.receive("in")
-        frame = Frame(source=self.source_id, index=self.count, timestamp_s=self.count / self.fps, source_fps=self.fps)
-        frame.image, frame.status = tensor_to_rgb(tensors)
+        image, status = tensor_to_rgb(tensors)
+        frame = Frame.of(self.source_id, self.count, self.count / self.fps, image, status=status, source_fps=self.fps)
         op_output.emit(frame, "out")
         self.count += 1
 

@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from holoburn.clinical.errors import BadConfig
 from holoburn.clinical.triage import Lane
 
 DROP_RULES = ("oldest", "newest")
@@ -35,7 +36,7 @@ REFUSED_NEWEST = "queue_full_refused_newest"
 UNSERVED_AT_STOP = "queued_at_stop"
 
 
-class LaneConfigError(ValueError):
+class LaneConfigError(BadConfig):
     """A lane setting is missing or out of range; the message names the lane, the key and the value."""
 
 
@@ -244,3 +245,15 @@ def lane_buffer_bytes(frame_height: int, frame_width: int, input_size: int, num_
         "overlay": batch * hw * 3,
         "class_counts": batch * num_classes * 4,
     }
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a lane's sink sends back to triage after each batch: a credit (one batch of that
+    chain done, so the next may go) and each processed frame's triage level (escalation).
+
+    outcomes: (source id, frame index, triage dict) per processed frame.
+    """
+
+    credit: bool
+    outcomes: tuple = ()

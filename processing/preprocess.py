@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from holoburn.clinical.errors import BadFrame
+
 
 def array_module(x):
     """NumPy for host arrays, CuPy for device arrays (without importing CuPy when it is absent)."""
@@ -37,7 +39,7 @@ class Letterbox:
 
 def letterbox_geometry(frame_height: int, frame_width: int, size: int) -> Letterbox:
     if frame_height <= 0 or frame_width <= 0:
-        raise ValueError(f"frame size must be positive, got {frame_width}x{frame_height}")
+        raise BadFrame("empty_image", f"frame size must be positive, got {frame_width}x{frame_height}")
     scale = size / max(frame_height, frame_width)
     height = max(1, min(size, round(frame_height * scale)))
     width = max(1, min(size, round(frame_width * scale)))
@@ -47,26 +49,32 @@ def letterbox_geometry(frame_height: int, frame_width: int, size: int) -> Letter
 
 
 def _resize(image, width: int, height: int, nearest: bool = False):
+    """The one resampling of holoburn, on the CPU and the GPU alike: bilinear with half-pixel
+    centres (nearest for class masks). OpenCV's INTER_LINEAR computes it on the host (with
+    fixed-point weights), `_resize_device` and the lane kernels on the device; the two agree
+    to within one grey level."""
     xp = array_module(image)
+    if nearest:  # an index gather, the same expressions on both sides: identical masks
+        in_h, in_w = image.shape[:2]
+        return image[nearest_indices(xp, in_h, height)[:, None], nearest_indices(xp, in_w, width)[None, :]]
     if xp is np:
-        interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA
-        if not nearest and (width > image.shape[1] or height > image.shape[0]):
-            interp = cv2.INTER_LINEAR
-        return cv2.resize(image, (width, height), interpolation=interp)
-    return _resize_device(image, width, height, nearest)
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return _resize_device(image, width, height)
 
 
-def _resize_device(image, width: int, height: int, nearest: bool):
-    """Resize on the GPU with CuPy: nearest by index gather, otherwise bilinear (half-pixel centres)."""
+def nearest_indices(xp, in_len: int, out_len: int):
+    """Source index of each output index of a nearest resize (half-pixel centres), int32."""
+    pos = (xp.arange(out_len, dtype=xp.float32) + 0.5) * (in_len / out_len) - 0.5
+    return xp.clip(xp.floor(pos + 0.5), 0, in_len - 1).astype(xp.int32)
+
+
+def _resize_device(image, width: int, height: int):
+    """Bilinear resize (half-pixel centres) on the GPU with CuPy."""
     import cupy as cp
 
     in_h, in_w = image.shape[:2]
     ys = (cp.arange(height, dtype=cp.float32) + 0.5) * (in_h / height) - 0.5
     xs = (cp.arange(width, dtype=cp.float32) + 0.5) * (in_w / width) - 0.5
-    if nearest:
-        yi = cp.clip(cp.floor(ys + 0.5), 0, in_h - 1).astype(cp.int32)
-        xi = cp.clip(cp.floor(xs + 0.5), 0, in_w - 1).astype(cp.int32)
-        return image[yi[:, None], xi[None, :]]
     ys = cp.clip(ys, 0, in_h - 1)
     xs = cp.clip(xs, 0, in_w - 1)
     y0 = cp.floor(ys).astype(cp.int32)
@@ -93,7 +101,7 @@ def prepare_input(frame_rgb, size: int, mean, std, out=None):
     Returns (model_input (1, 3, size, size) float32, Letterbox).
     """
     if frame_rgb.ndim != 3 or frame_rgb.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB frame, got shape {tuple(frame_rgb.shape)}")
+        raise BadFrame("not_rgb", f"expected an (H, W, 3) RGB frame, got shape {tuple(frame_rgb.shape)}")
     xp = array_module(frame_rgb)
     box = letterbox_geometry(frame_rgb.shape[0], frame_rgb.shape[1], size)
     scaled = _resize(frame_rgb, box.width, box.height)

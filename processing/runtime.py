@@ -37,7 +37,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -45,13 +45,12 @@ from holoburn.clinical.burn_size import burn_findings, count_pixels
 from holoburn.clinical.depth import CLASS_COLOURS_RGB, TINTED
 from holoburn.processing.lanes import LanePolicy
 from holoburn.clinical.overlay import annotate, summary_lines, tint
-from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy, triage_level
-from holoburn.processing.preprocess import letterbox_geometry, prepare_input, segment
+from holoburn.clinical.errors import BackendFailure, BadFrame
+from holoburn.clinical.triage import Lane, TriagePolicy, triage_level
+from holoburn.processing.preprocess import letterbox_geometry, nearest_indices, prepare_input, segment
 from holoburn.processing.frame import Frame
 
 log = logging.getLogger("holoburn.lanes")
-
-_observe_lock = threading.Lock()  # LaneRouter is shared by every lane's sink
 
 
 # ----------------------------------------------------------------------------- device facts
@@ -98,7 +97,7 @@ def priority_range_source() -> str:
 # ----------------------------------------------------------------------------- lane memory
 
 
-class LaneMemoryExhausted(MemoryError):
+class LaneMemoryExhausted(BackendFailure):
     """A lane's own memory cannot serve a request (the lane, the bytes and what is left)."""
 
 
@@ -330,13 +329,6 @@ def bilinear_tables(in_len: int, out_len: int):
     return i0, i1, cp.ascontiguousarray(weight.astype(cp.float64))
 
 
-def nearest_table(in_len: int, out_len: int):
-    """Source index per output index of a nearest resize (engines.preprocess._resize_device)."""
-    import cupy as cp
-
-    pos = (cp.arange(out_len, dtype=cp.float32) + 0.5) * (in_len / out_len) - 0.5
-    return cp.clip(cp.floor(pos + 0.5), 0, in_len - 1).astype(cp.int32)
-
 
 # ----------------------------------------------------------------------------- batches
 
@@ -360,6 +352,15 @@ class LaneBatch:
     done_ns: int | None = None
     trace: list = field(default_factory=list)  # (stage, start ns, end ns) per operator, monotonic
     gpu_ms: float | None = None  # device time of the batch's work, from CUDA events
+    live: list = field(default_factory=list)  # frames still being processed (not dropped)
+
+    def __post_init__(self):
+        self.live = [f for f in self.frames if f.ok]
+
+    def drop(self, frame, reason: str) -> None:
+        """One frame cannot be processed: it leaves the batch's work, keeps its place in the results."""
+        frame.drop(reason)
+        self.live = [f for f in self.live if f is not frame]
 
     def fail(self, stage: str, exc: Exception) -> None:
         log.warning("lane %s: %s failed on %d frame(s) (%s: %s)", self.lane.name, stage, len(self.frames),
@@ -369,7 +370,7 @@ class LaneBatch:
             frame.drop(f"{stage}_failed")
 
 
-class LaneBusy(RuntimeError):
+class LaneBusy(BackendFailure):
     """Every buffer set of the lane is in use (more batches in flight than the lane holds)."""
 
 
@@ -390,13 +391,16 @@ class LaneRuntime:
 
     device = "cpu"
 
-    def __init__(self, policy: LanePolicy, *, card, backend, router: LaneRouter | None = None,
-                 triage_policy: TriagePolicy = TriagePolicy(), sources: dict | None = None, alpha: float = 0.45,
-                 slots: int | None = None):
+    #: True where a batch's outputs (mask, overlay) live in the lane's buffer set until it is released
+    outputs_in_slots = False
+
+    def __init__(self, policy: LanePolicy, *, card, backend, triage_policy: TriagePolicy = TriagePolicy(),
+                 sources: dict | None = None, alpha: float = 0.45, slots: int | None = None, keep_logits: bool = False):
         self.policy = policy
         self.lane = policy.lane
         self.card, self.backend = card, backend
-        self.router = router
+        self.keep_logits = keep_logits  # validation: each frame keeps its logits (probabilities for AUC)
+        self.backend_info = {"model_id": card.model_id, **backend.describe()} if backend is not None else {}
         self.triage_policy = triage_policy
         self.sources = sources or {}
         self.alpha = alpha
@@ -430,17 +434,6 @@ class LaneRuntime:
         findings["triage"] = triage_level(findings, body_region=facts.body_region, policy=self.triage_policy)
         return findings
 
-    def observe(self, frame: Frame) -> None:
-        """Feed the result back to the router (escalation); log every change of lane."""
-        if self.router is None or not frame.ok or not frame.findings:
-            return
-        with _observe_lock:
-            before = len(self.router.changes)
-            self.router.observe(frame.source, frame.index, frame.findings["triage"])
-            for change in self.router.changes[before:]:
-                log.info("lane change: %s frame %d %s -> %s (%s)", change["source"], change["frame"], change["from"],
-                         change["to"], change["reason"])
-
     stream_ptr = None
 
     def bind(self, stream_ptr, origin: str = "") -> None:
@@ -458,30 +451,44 @@ class LaneRuntime:
 
 
 class CpuLaneRuntime(LaneRuntime):
-    """The reference path: NumPy/OpenCV preprocessing, the backend on host arrays, CPU renderer."""
+    """The reference path: NumPy/OpenCV preprocessing, the backend on host arrays, CPU renderer.
+    Each batch in flight has its own model-input buffer (its slot): the next batch is prepared
+    while this one is inferred."""
 
     def __init__(self, *args, render: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         size = self.card.input_size
         self.render = render  # legend, outlines and numbers (the CPU renderer); off: tint only
-        self.model_input = np.zeros((self.policy.batch_size, 3, size, size), np.float32)
+        self.model_input = np.zeros((self.slots, self.policy.batch_size, 3, size, size), np.float32)
 
     def prepare(self, batch: LaneBatch) -> None:
-        for i, frame in enumerate(batch.frames):
-            _, frame.letterbox = prepare_input(frame.image, self.card.input_size, self.card.mean, self.card.std,
-                                               out=self.model_input[i : i + 1])
+        if not batch.live:
+            return
+        batch.slot = self.take_slot()
+        inputs = self.model_input[batch.slot]
+        for frame in list(batch.live):
+            row = batch.live.index(frame)
+            try:
+                _, frame.letterbox = prepare_input(frame.image, self.card.input_size, self.card.mean, self.card.std,
+                                                   out=inputs[row : row + 1])
+            except BadFrame as exc:
+                log.warning("%s frame %d: %s", frame.source, frame.index, exc)
+                batch.drop(frame, exc.reason)
 
     def infer(self, batch: LaneBatch) -> None:
-        batch.logits = np.asarray(self.backend.infer(self.model_input[: len(batch.frames)]))
+        if batch.live:
+            batch.logits = np.asarray(self.backend.infer(self.model_input[batch.slot][: len(batch.live)]))
 
     def postprocess(self, batch: LaneBatch) -> None:
-        for i, frame in enumerate(batch.frames):
+        for i, frame in enumerate(batch.live):
             frame.mask = segment(batch.logits[i : i + 1], frame.letterbox)
             frame.findings = self.findings_for(frame, count_pixels(frame.mask))
+            if self.keep_logits:
+                frame.logits = batch.logits[i : i + 1].copy()
         batch.logits = None
 
     def overlay(self, batch: LaneBatch) -> None:
-        for frame in batch.frames:
+        for frame in batch.live:
             overlay = tint(frame.image, frame.mask, self.alpha)
             if self.render:
                 overlay = annotate(overlay, frame.mask, summary_lines(frame.findings), frame.lane)
@@ -489,8 +496,6 @@ class CpuLaneRuntime(LaneRuntime):
 
     def finish(self, batch: LaneBatch) -> None:
         batch.done_ns = time.monotonic_ns()
-        for frame in batch.frames:
-            self.observe(frame)
         self.batches += 1
         self.frames += len(batch.frames)
 
@@ -519,6 +524,8 @@ class GpuLaneRuntime(LaneRuntime):
     are taken from the engine's output in the same stage that runs the engine (the engine's
     output buffer is shared by all batches of the lane).
     """
+
+    outputs_in_slots = True
 
     device = "cuda"
 
@@ -610,7 +617,7 @@ class GpuLaneRuntime(LaneRuntime):
         box = letterbox_geometry(height, width, S)
         row0, row1, roww = bilinear_tables(height, box.height)
         col0, col1, colw = bilinear_tables(width, box.width)
-        rowi, coli = nearest_table(box.height, height), nearest_table(box.width, width)
+        rowi, coli = nearest_indices(self._cp, box.height, height), nearest_indices(self._cp, box.width, width)
         tables = {name: self._constant(value) for name, value in (
             ("row0", row0), ("row1", row1), ("roww", roww), ("col0", col0), ("col1", col1), ("colw", colw),
             ("rowi", rowi), ("coli", coli))}
@@ -658,9 +665,11 @@ class GpuLaneRuntime(LaneRuntime):
     def prepare(self, batch: LaneBatch) -> None:
         if self._stream is None:
             self.bind(None)
+        if not batch.live:
+            return
         batch.slot = slot = self.take_slot()
-        frames = sorted(batch.frames, key=lambda f: tuple(f.image.shape[:2]))  # one launch per frame size
-        batch.frames = frames
+        frames = sorted(batch.live, key=lambda f: tuple(f.image.shape[:2]))  # one launch per frame size
+        batch.live = frames  # row order of the model input, masks and counts
         with self._on_lane():
             self.start_events[slot].record(self._stream)
             row = 0
@@ -698,10 +707,14 @@ class GpuLaneRuntime(LaneRuntime):
     def infer(self, batch: LaneBatch) -> None:
         """The engine on the whole (padded) batch: one captured graph per lane, whatever the fill;
         then the class index of every model-input pixel, into the slot's square mask."""
-        n = len(batch.frames)
+        if batch.slot is None:
+            return
+        n = len(batch.live)
         S, C = self.card.input_size, self.card.num_classes
         with self._on_lane():
             logits = self._cp.asarray(self.backend.infer(self.model_input[batch.slot], stream=self.stream_ptr))
+            if self.keep_logits:  # validation only: a copy to the host per frame, in postprocess
+                batch.logits = logits
             if not logits.flags.c_contiguous:
                 raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
             self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), self.square_mask[batch.slot][:n])
@@ -709,8 +722,14 @@ class GpuLaneRuntime(LaneRuntime):
     def postprocess(self, batch: LaneBatch) -> None:
         """Masks at frame size and class counts (the counts go back to pinned host memory)."""
         k, slot = self.kernels, batch.slot
-        n = len(batch.frames)
+        if slot is None:
+            return
+        n = len(batch.live)
         S, C = self.card.input_size, self.card.num_classes
+        if batch.logits is not None:
+            for i, frame in enumerate(batch.live):
+                frame.logits = batch.logits[i : i + 1].get(stream=self._stream)
+            batch.logits = None
         with self._on_lane():
             counts = self.counts[slot]
             counts[:n].fill(0)
@@ -729,6 +748,8 @@ class GpuLaneRuntime(LaneRuntime):
 
     def overlay(self, batch: LaneBatch) -> None:
         k, slot = self.kernels, batch.slot
+        if slot is None:
+            return
         with self._on_lane():
             for g, row, members in batch.groups:
                 out = g.overlays[slot][: len(members)]
@@ -747,9 +768,8 @@ class GpuLaneRuntime(LaneRuntime):
         if ready:
             batch.gpu_ms = self._cp.cuda.get_elapsed_time(self.start_events[batch.slot], self.done_events[batch.slot])
             counts = self.counts_host[batch.slot]
-            for i, frame in enumerate(batch.frames):
+            for i, frame in enumerate(batch.live):
                 frame.findings = self.findings_for(frame, [int(c) for c in counts[i]])
-                self.observe(frame)
         elif batch.slot is not None and self._stream is not None:
             self.done_events[batch.slot].record(self._stream)  # whatever was enqueued must end before reuse
             self.done_events[batch.slot].synchronize()
@@ -811,110 +831,3 @@ def _is_pinned(array) -> bool:
     except cp.cuda.runtime.CUDARuntimeError:
         return False
     return int(getattr(attrs, "type", 0)) == int(getattr(cp.cuda.runtime, "memoryTypeHost", 1))
-
-
-# ----------------------------------------------------------------------------- accounting
-
-
-class LaneRecord(NamedTuple):
-    """One frame's trip, monotonic nanoseconds: entered (source emit), queued (at its gate),
-    dequeued (taken into a batch), done (overlay finished on the device; None when dropped)."""
-
-    lane: str  # clinical lane of the frame (after escalation)
-    queue_lane: str  # the queue that served it
-    source: str
-    index: int
-    entered_ns: int
-    queued_ns: int | None
-    dequeued_ns: int | None
-    done_ns: int | None
-    status: str
-    trace: tuple = ()  # (stage, start ns, end ns) of each operator the frame's batch went through
-    gpu_ms: float | None = None  # device time of its batch (CUDA events), GPU lanes
-
-
-@dataclass
-class LaneLedger:
-    """Every frame that reached the end of a chain or was dropped before it, per lane.
-
-    frames_in = processed + dropped, per lane; latencies are milliseconds from the frame's entry
-    into the graph (its source's emit) to the end of its overlay on the device.
-    """
-
-    processed: Counter = field(default_factory=Counter)
-    dropped: Counter = field(default_factory=Counter)  # (lane, reason) -> frames
-    latencies_ms: dict = field(default_factory=dict)  # lane -> [ms]
-    records: list = field(default_factory=list)  # LaneRecord per frame
-    keep_records: int = 200000
-    on_frame: object = None  # optional callable(frame, done_ns) for every frame, processed or dropped
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, frame: Frame, done_ns: int | None, trace=(), gpu_ms=None) -> None:
-        if self.on_frame is not None:  # e.g. the results writer of `holoburn run` with several sources
-            self.on_frame(frame, done_ns)
-        with self._lock:
-            lane = frame.lane
-            if frame.ok and done_ns is not None:
-                self.processed[lane] += 1
-                self.latencies_ms.setdefault(lane, []).append((done_ns - frame.entered_ns) / 1e6)
-            else:
-                self.dropped[(lane, frame.status)] += 1
-            if len(self.records) < self.keep_records:
-                self.records.append(LaneRecord(lane, frame.extra.get("queue_lane", lane), frame.source, frame.index,
-                                               frame.entered_ns, frame.extra.get("queued_ns"),
-                                               frame.extra.get("dequeued_ns"), done_ns if frame.ok else None,
-                                               frame.status, tuple(trace), gpu_ms))
-
-    def summary(self) -> dict:
-        with self._lock:
-            lanes = sorted(set(self.processed) | {l for l, _ in self.dropped} | set(self.latencies_ms))
-            out = {}
-            for lane in lanes:
-                values = np.asarray(self.latencies_ms.get(lane, []), np.float64)
-                dropped = {reason: n for (l, reason), n in self.dropped.items() if l == lane}
-                out[lane] = {
-                    "processed": self.processed[lane],
-                    "dropped": dropped,
-                    "latency_ms": _percentiles(values),
-                }
-            return out
-
-
-def _percentiles(values) -> dict:
-    if not len(values):
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
-    return {"n": int(len(values)), "p50": round(float(np.percentile(values, 50)), 3),
-            "p90": round(float(np.percentile(values, 90)), 3), "p99": round(float(np.percentile(values, 99)), 3),
-            "max": round(float(values.max()), 3)}
-
-
-def trace_breakdown(records) -> dict:
-    """Where processed frames spent their time, ms percentiles: `to_gate` (source emit to the
-    gate's queue: the source and triage hops), `queue` (waiting in the lane queue), per operator
-    `wait:<op>` (from the previous operator's end to this one's start: scheduling and Python's
-    GIL) and `run:<op>` (inside the operator; the sink's run is mostly waiting for the device),
-    and `gpu` (device time of the batch between its first upload and its overlay, CUDA events)."""
-    parts: dict[str, list] = {}
-
-    def put(name, ns):
-        parts.setdefault(name, []).append(ns / 1e6)
-
-    for r in records:
-        if r.done_ns is None or not r.trace:
-            continue
-        if r.queued_ns is not None:
-            put("to_gate", r.queued_ns - r.entered_ns)
-            if r.dequeued_ns is not None:
-                put("queue", r.dequeued_ns - r.queued_ns)
-        previous = r.dequeued_ns or r.entered_ns
-        for stage, start, end in r.trace:
-            put(f"wait:{stage}", start - previous)
-            put(f"run:{stage}", end - start)
-            previous = end
-        if r.gpu_ms is not None:
-            parts.setdefault("gpu", []).append(r.gpu_ms)
-    out = {}
-    for name, values in parts.items():
-        v = np.asarray(values, np.float64)
-        out[name] = {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
-    return out

@@ -24,6 +24,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorag
 
 from holoburn.clinical import deid
 from holoburn.clinical.audit import AuditLog, verify
+from holoburn.clinical.errors import BadInput
 from holoburn.clinical.deid import (
     PROFILE,
     BurnedInAnnotationError,
@@ -369,5 +370,7 @@ def test_deid_command_over_a_tree(tmp_path, capsys):
 
 def test_deid_tree_refuses_an_output_inside_its_input(tmp_path):
     (tmp_path / "in").mkdir()
-    with pytest.raises(ValueError, match="inside the input"):
+    with pytest.raises(BadInput, match="inside the input"):
         deidentify_tree(tmp_path / "in", tmp_path / "in" / "out")
+    with pytest.raises(BadInput, match="deid input not found"):
+        deidentify_tree(tmp_path / "nowhere", tmp_path / "out")

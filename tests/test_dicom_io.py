@@ -357,6 +357,14 @@ def _bad_files(folder: Path) -> dict[str, str]:
     broken_jpeg.PixelData = encapsulate([b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9"])
     broken_jpeg["PixelData"].VR = "OB"
     save(broken_jpeg, folder / "g_corrupt_jpeg.dcm")
+    # a corrupt VR field: in the data set pydicom fails only when the value is first read (during
+    # de-identification), in the file meta already while parsing the header
+    high_bit = b"\x28\x00\x02\x01US"  # (0028,0102) High Bit, explicit VR little endian
+    assert whole.count(high_bit) == 1
+    (folder / "h_bad_vr_in_data_set.dcm").write_bytes(whole.replace(high_bit, b"\x28\x00\x02\x01QS"))
+    syntax = b"\x02\x00\x10\x00UI"  # (0002,0010) Transfer Syntax UID
+    assert whole.count(syntax) == 1
+    (folder / "i_bad_vr_in_file_meta.dcm").write_bytes(whole.replace(syntax, b"\x02\x00\x10\x00Ua"))
     return {
         "a_empty.dcm": "empty",
         "b_notes.dcm": "not_dicom",
@@ -365,6 +373,8 @@ def _bad_files(folder: Path) -> dict[str, str]:
         "e_truncated_rle.dcm": "truncated",
         "f_no_pixels.dcm": "no_pixel_data",
         "g_corrupt_jpeg.dcm": "decode_error",
+        "h_bad_vr_in_data_set.dcm": "unreadable",
+        "i_bad_vr_in_file_meta.dcm": "unreadable",
     }
 
 
@@ -382,6 +392,7 @@ def test_bad_files_each_give_their_reason_and_the_run_goes_on(tmp_path, cases):
     assert "PixelData needs" in reasons[2]
     assert "not an image" in reasons[5]
     assert "cannot decode" in reasons[6] and "JPEG Baseline" in reasons[6]
+    assert "NotImplementedError" in reasons[7] and "NotImplementedError" in reasons[8]
     for skip in skips:
         assert skip.file_ref.startswith("path-sha256:")
         assert find_identifiers(str(skip)) == [] and find_identifiers(repr(skip)) == []

@@ -146,9 +146,10 @@ def test_escalation_moves_a_source_into_the_emergency_queue():
 
 
 def test_bundled_lanes_config():
-    from holoburn.app.lanes import lane_policies, load_lanes_config
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import lane_policies
 
-    policies = lane_policies(load_lanes_config())
+    policies = lane_policies(load_config(None))
     emergency = policies[Lane.EMERGENCY]
     assert emergency.batch_size == 1 and emergency.memory == "dedicated" and emergency.pool_mb == 2048
     assert emergency.stream_priority == "highest" and policies[Lane.ROUTINE].stream_priority == "lowest"
@@ -156,18 +157,19 @@ def test_bundled_lanes_config():
 
 
 def test_lanes_config_errors_name_the_file_and_key(tmp_path):
-    from holoburn.app.config import ConfigError
-    from holoburn.app.lanes import lane_policies, load_lanes_config
+    """Lanes are a section of the one config file, checked by the one loader."""
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import lane_policies
+    from holoburn.clinical.errors import BadConfig
 
-    bad = tmp_path / "lanes.yaml"
+    bad = tmp_path / "bedside.yaml"
     bad.write_text("lanes:\n  ROUTINE:\n    batch_szie: 4\n")
-    with pytest.raises(ConfigError, match=r"lanes\.ROUTINE\.batch_szie: unknown key") as err:
-        load_lanes_config(bad)
+    with pytest.raises(BadConfig, match=r"lanes\.ROUTINE\.batch_szie: unknown key") as err:
+        load_config(bad)
     assert str(bad) in str(err.value)
     bad.write_text("lanes:\n  EMERGENCY:\n    batch_size: 2\n    queue_capacity: 4\n")
-    with pytest.raises(ConfigError, match=r"lanes\.EMERGENCY: .*never batches") as err:
-        lane_policies(load_lanes_config(bad))
-    assert str(bad) in str(err.value)
+    with pytest.raises(BadConfig, match=r"EMERGENCY.*never batches"):
+        lane_policies(load_config(bad))
 
 
 # ----------------------------------------------------------------------------- the graph on the CPU
@@ -183,45 +185,52 @@ RED = (230, 20, 20)  # the tiny test model calls red full thickness
 GREEN = (20, 230, 20)  # and green healthy skin
 
 
+def cam(source_id, image, lane, fps, count):
+    """A camera stand-in: one picture delivered `count` times, paced at `fps` (None: as fast as taken)."""
+    from holoburn.app.graph import SourceSpec
+    from holoburn.media.video import FrameListReader
+
+    return SourceSpec(source_id, reader=FrameListReader([image] * count, fps or 30.0, source_id), lane=lane, fps=fps,
+                      max_frames=count)
+
+
 def cpu_plan(tiny_card, sources, mode="lanes", escalate=False, overrides=None):
-    from holoburn.app.lanes import LanesPlan, build_router, build_runtimes, lane_policies, lanes_in_use, load_lanes_config
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import GraphPlan, buffer_slack, build_runtimes, lane_policies, lanes_in_use
     from holoburn.engines.backend import open_backend
     from holoburn.engines.card import load_card
+    from holoburn.processing.ledger import Ledger
 
     card = load_card(tiny_card)
-    config = load_lanes_config()
+    config = load_config(None)
     for lane, settings in (overrides or {}).items():
         config["lanes"][lane].update(settings)
     config["scheduler"]["worker_threads"] = 2
     policies = lane_policies(config)
-    router = build_router(sources, {"escalate": escalate, "calm_frames": 1000})
+    router = LaneRouter({s.source_id: s.lane for s in sources}, escalate=escalate, calm_frames=1000)
     backend = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=1)
-    runtimes, _ = build_runtimes(lanes_in_use(sources, router), policies, device="cpu", card=card,
-                                 open_backend_for=lambda lane: backend, router=router, sources=sources, render=False)
-    return LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device="cpu", mode=mode,
-                     config=config)
+    lanes = [sources[0].lane] if mode == "chain" else lanes_in_use(sources, router)
+    runtimes, _ = build_runtimes(lanes, policies, device="cpu", card=card, open_backend_for=lambda lane: backend,
+                                 sources=sources, render=False, extra_slots=buffer_slack(mode, "cpu"))
+    return GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
+                     device="cpu", mode=mode, config=config)
 
 
 def run(plan):
-    from holoburn.app.lanes import run_lanes
+    from holoburn.app.graph import lanes_summary, run_graph
 
-    summary = run_lanes(plan)
-    app = summary.pop("_app")
-    records = [r for ledger in app.ledgers.values() for r in ledger.records]
-    return summary, records
+    return lanes_summary(run_graph(plan)), plan.results.trips
 
 
 def test_cpu_lanes_serve_emergency_frames_before_queued_routine_frames(tiny_card):
-    from holoburn.app.lanes import SourceSpec
-
     big = (240, 320)  # big enough that the routine cameras, unpaced, outrun the chain
-    sources = [SourceSpec("cam:e", [colour_frame(GREEN, big)], Lane.EMERGENCY, fps=25.0, count=8)]
-    sources += [SourceSpec(f"cam:r{i}", [colour_frame(GREEN, big)], Lane.ROUTINE, fps=None, count=200) for i in range(3)]
+    sources = [cam("cam:e", colour_frame(GREEN, big), Lane.EMERGENCY, 25.0, 8)]
+    sources += [cam(f"cam:r{i}", colour_frame(GREEN, big), Lane.ROUTINE, None, 200) for i in range(3)]
     summary, records = run(cpu_plan(tiny_card, sources, overrides={"ROUTINE": {"queue_capacity": 12, "batch_size": 4}}))
 
     # every frame accounted for: processed or dropped with its reason, nothing lost on the way
     assert summary["frames_emitted"] == 8 + 600 == summary["frames_accounted"] and summary["lost_in_transport"] == 0
-    lanes = summary["chains"]["cpu"]["by_frame_lane"]
+    lanes = summary["by_frame_lane"]
     assert lanes["EMERGENCY"]["processed"] == 8 and lanes["EMERGENCY"]["dropped"] == {}
     routine = lanes["ROUTINE"]
     assert routine["processed"] + sum(routine["dropped"].values()) == 600
@@ -251,10 +260,8 @@ def test_cpu_lanes_serve_emergency_frames_before_queued_routine_frames(tiny_card
 
 def test_one_chain_per_lane_as_on_a_gpu(tiny_card):
     """The GPU graph's shape (a chain per lane, the emergency stages fused), run on the CPU."""
-    from holoburn.app.lanes import SourceSpec
-
-    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=40.0, count=10)]
-    sources += [SourceSpec(f"cam:r{i}", [colour_frame(GREEN)], Lane.ROUTINE, fps=None, count=80) for i in range(2)]
+    sources = [cam("cam:e", colour_frame(GREEN), Lane.EMERGENCY, 40.0, 10)]
+    sources += [cam(f"cam:r{i}", colour_frame(GREEN), Lane.ROUTINE, None, 80) for i in range(2)]
     plan = cpu_plan(tiny_card, sources, overrides={"ROUTINE": {"queue_capacity": 8, "batch_size": 4}})
     plan.per_lane_chains = True
     plan.config["gpu"]["fuse_stages"] = ["EMERGENCY"]
@@ -271,10 +278,8 @@ def test_one_chain_per_lane_as_on_a_gpu(tiny_card):
 
 
 def test_cpu_single_lane_comparison_queues_everything_together(tiny_card):
-    from holoburn.app.lanes import SourceSpec
-
-    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=40.0, count=5),
-               SourceSpec("cam:r", [colour_frame(GREEN)], Lane.ROUTINE, fps=None, count=40)]
+    sources = [cam("cam:e", colour_frame(GREEN), Lane.EMERGENCY, 40.0, 5),
+               cam("cam:r", colour_frame(GREEN), Lane.ROUTINE, None, 40)]
     summary, records = run(cpu_plan(tiny_card, sources, mode="single_lane"))
     chain = summary["chains"]["single"]
     assert chain["queue_lanes"] == ["ROUTINE"] and set(chain["queues"]) == {"ROUTINE"}
@@ -284,11 +289,9 @@ def test_cpu_single_lane_comparison_queues_everything_together(tiny_card):
 
 
 def test_cpu_escalation_reroutes_a_source_and_logs_the_change(tiny_card, caplog):
-    from holoburn.app.lanes import SourceSpec
-
-    sources = [SourceSpec("cam:burn", [colour_frame(RED)], Lane.ROUTINE, fps=30.0, count=12),
-               SourceSpec("cam:calm", [colour_frame(GREEN)], Lane.ROUTINE, fps=30.0, count=12)]
-    with caplog.at_level("INFO", logger="holoburn.lanes"):
+    sources = [cam("cam:burn", colour_frame(RED), Lane.ROUTINE, 30.0, 12),
+               cam("cam:calm", colour_frame(GREEN), Lane.ROUTINE, 30.0, 12)]
+    with caplog.at_level("INFO", logger="holoburn.triage"):
         summary, records = run(cpu_plan(tiny_card, sources, escalate=True))
     changes = summary["lane_changes"]
     assert [(c["source"], c["from"], c["to"]) for c in changes] == [("cam:burn", "ROUTINE", "EMERGENCY")]
@@ -300,21 +303,21 @@ def test_cpu_escalation_reroutes_a_source_and_logs_the_change(tiny_card, caplog)
 
 
 def test_cpu_chain_mode_is_tracked_from_source_to_results(tiny_card, tmp_path):
-    from holoburn.app.lanes import SourceSpec, parse_flow_log
+    from holoburn.app.graph import parse_flow_log
 
-    sources = [SourceSpec("cam:e", [colour_frame(GREEN)], Lane.EMERGENCY, fps=50.0, count=20)]
+    sources = [cam("cam:e", colour_frame(GREEN), Lane.EMERGENCY, 50.0, 20)]
     plan = cpu_plan(tiny_card, sources, mode="chain")
     plan.track_log = tmp_path / "flow.log"
     plan.skip_tracked = 0
     summary, records = run(plan)
     assert summary["frames_emitted"] == 20 == sum(1 for r in records if r.done_ns)
     paths = parse_flow_log(plan.track_log)
-    full = [p for p in paths if p.startswith("source0,triage0,") and p.endswith("_results")]
+    full = [p for p in paths if p.startswith("source0,triage,") and p.endswith("_results")]
     assert full and len(paths[full[0]]) == 20 and min(paths[full[0]]) > 0
 
 
 def test_parse_flow_log(tmp_path):
-    from holoburn.app.lanes import parse_flow_log
+    from holoburn.app.graph import parse_flow_log
 
     log = tmp_path / "flow.log"
     log.write_text("1:\n(src,1000,1100) -> (mid,1200,1300) -> (sink,1400,3500) \n\n"

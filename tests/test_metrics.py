@@ -346,7 +346,7 @@ def test_latency_percentiles():
         acc.add(i, mask, mask, latency_ms=ms)
     latency = acc.summary(resamples=10)["latency_ms"]
     for q in (50, 95, 99):
-        assert latency[f"p{q}"] == pytest.approx(np.percentile(latencies, q))
+        assert latency[f"p{q}"] == pytest.approx(np.percentile(latencies, q), abs=1e-3)  # rounded to microseconds
     assert sum(latency["histogram"]["counts"]) == 40
 
 

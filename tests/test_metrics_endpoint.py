@@ -32,11 +32,10 @@ def value(samples: dict, name: str, **labels) -> float | None:
 
 
 def record(index, *, source="camera:/dev/video0", lane="ROUTINE", status="ok", latency_ms=20.0, backend="onnxruntime"):
-    """A result record made the way ResultsSinkOp makes it, from a Frame."""
-    frame = Frame(source=source, index=index, timestamp_s=index / 30, lane=lane, status=status)
-    frame.backend = {"backend": backend, "precision": "fp32"}
+    """A result record made the way the results writer makes it, from a Frame."""
+    frame = Frame.of(source, index, index / 30, lane=lane, status=status)
     frame.stage_ms = {"preprocess": 2.0, "inference": 11.0} if status == "ok" else {}
-    return frame, result_record(frame, latency_ms)
+    return frame, result_record(frame, latency_ms, {"backend": backend, "precision": "fp32"})
 
 
 @pytest.fixture
@@ -160,7 +159,7 @@ def test_scraped_during_a_real_pipeline_run(tmp_path, tiny_card, red_green_video
     """A real Holoscan run with the observer plugged into the results sink; the endpoint is scraped
     from inside the run (at frame 5) and after it, and agrees with the run's own summary."""
     from holoburn.app.config import load_config
-    from holoburn.app.pipeline import plan_run, run_pipeline
+    from holoburn.app.run.replay import replay
 
     metrics = PipelineMetrics()
     metrics.start(port=0)
@@ -173,9 +172,11 @@ def test_scraped_during_a_real_pipeline_run(tmp_path, tiny_card, red_green_video
     try:
         config = load_config(None, {"source.location": f"video:{red_green_video}", "inference.model": str(tiny_card),
                                     "inference.backend": "onnxruntime"})
-        plan = plan_run(config, tmp_path / "out", observers=(metrics.observer, scrape_at_frame_5))
-        metrics.describe(model_id=plan.card.model_id, **plan.backend.describe())
-        summary = run_pipeline(plan)
+        summary = replay(config, [config["source"]["location"]], tmp_path / "out",
+                         observers=(metrics.observer, scrape_at_frame_5))
+        metrics.describe(model_id=summary["model_id"], backend=summary["backend"],
+                         backend_version=summary["backend_version"], precision=summary["precision"],
+                         device=summary["device"])
         after = scrape(metrics.url)
     finally:
         metrics.stop()
@@ -189,4 +190,4 @@ def test_scraped_during_a_real_pipeline_run(tmp_path, tiny_card, red_green_video
     latency_count = sum(v for (name, _), v in after.items() if name == "holoburn_frame_latency_seconds_count")
     assert latency_count == summary["processed"]
     assert value(after, "holoburn_pipeline_info", model_id="tiny", backend="onnxruntime",
-                 backend_version=plan.backend.version, precision="fp32", device="cpu") == 1
+                 backend_version=summary["backend_version"], precision="fp32", device="cpu") == 1

@@ -94,14 +94,20 @@ def test_camera_loss_and_reconnect_with_backoff():
 def test_camera_that_cannot_open_is_a_clear_error():
     from holoburn.media.camera import CameraReader
 
-    with pytest.raises(ValueError, match="/dev/video42 cannot be opened"):
+    from holoburn.clinical.errors import BadInput
+    from holoburn.media.camera import CameraError
+
+    with pytest.raises(CameraError, match="camera /dev/video42 not found: no such device") as missing:
         CameraReader("/dev/video42", open_capture=lambda *a: None)
+    assert isinstance(missing.value, BadInput)
+    with pytest.raises(CameraError, match="camera /dev/null cannot be opened"):  # there, but no camera
+        CameraReader("/dev/null", open_capture=lambda *a: None)
 
 
 def test_camera_source_in_a_real_graph_shows_no_signal(tmp_path, tiny_card, monkeypatch):
     """The graph keeps running through a camera gap: NO SIGNAL frames are counted and recorded."""
     from holoburn.app.config import load_config
-    from holoburn.app.pipeline import RunPlan, run_pipeline
+    from holoburn.app.run.replay import replay
     from holoburn.media.camera import Backoff, CameraReader
 
     devices = iter([FakeCapture(4, 200), FakeCapture(3, 90)])  # unplugged after 4 frames, back, gone
@@ -114,8 +120,7 @@ def test_camera_source_in_a_real_graph_shows_no_signal(tmp_path, tiny_card, monk
                           clock=lambda: clock["t"], sleep=sleep)
     config = load_config(None, {"source.location": "camera:/dev/video0", "source.max_frames": 14,
                                 "inference.model": str(tiny_card)})
-    plan = RunPlan(config, tmp_path / "out", reader=reader)
-    summary = run_pipeline(plan)
+    summary = replay(config, ["camera:/dev/video0"], tmp_path / "out", readers={"camera:/dev/video0": reader})
     assert summary["frames_in"] == 14 and summary["processed"] == 7  # 4 before the gap, 3 after
     assert summary["dropped"] == {"no_signal": 7}
     assert summary["overlay_frames"] == 14 and summary["overlay_no_signal_frames"] == 7

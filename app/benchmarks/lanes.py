@@ -1,6 +1,6 @@
 """The priority-lanes benchmark (`holoburn bench --lanes`): build the lane graph, check it, time it, write the results.
 
-    holoburn bench --lanes --device cuda --out $OUT           # GPU lab (one H100, torch backend)
+    holoburn bench --lanes --device cuda --out $OUT           # GPU lab (torch backend)
     holoburn bench --lanes --device cpu --out bench/results   # any machine (ONNX Runtime); bench/gpu_lanes.py is the same
 
 Steps (each one reported, a failing step does not stop the others):
@@ -43,24 +43,27 @@ from pathlib import Path
 
 import numpy as np
 
-from holoburn.app.lanes import (
-    LanesPlan,
+from holoburn.app.config import load_config
+from holoburn.app.graph import (
+    GraphPlan,
     SourceSpec,
-    build_router,
+    buffer_slack,
     build_runtimes,
     lane_policies,
     lanes_in_use,
-    load_lanes_config,
+    lanes_summary,
     parse_flow_log,
-    run_lanes,
+    run_graph,
 )
-from holoburn.clinical.triage import Lane, TriagePolicy
+from holoburn.clinical.metrics import percentiles
+from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
+from holoburn.media.video import FrameListReader
+from holoburn.processing.ledger import Ledger, trace_breakdown
 from holoburn.engines.backend import open_backend
 from holoburn.engines.card import DEFAULT_CARD, load_card
-from holoburn.processing.runtime import trace_breakdown
 
 log = logging.getLogger("holoburn.bench")
-LAB_NOTE = "one H100 (lab), torch backend - TensorRT cannot run there"
+LAB_NOTE = "GPU lab, torch backend - TensorRT cannot run there"
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -156,34 +159,20 @@ def run_direct(runtime, frames, lane: Lane = Lane.EMERGENCY):
     from holoburn.processing.frame import Frame
     from holoburn.processing.runtime import LaneBatch
 
-    batch = LaneBatch(runtime.lane, [Frame(source="check", index=i, timestamp_s=0.0, image=f, lane=lane.name)
-                                     for i, f in enumerate(frames)])
+    batch = LaneBatch(runtime.lane, [Frame.of("check", i, 0.0, f, lane=lane.name) for i, f in enumerate(frames)])
     for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
         getattr(runtime, stage)(batch)
     return batch
 
 
-def lane_latency(records, lane: str, t0_ns: int, t1_ns: int) -> dict:
-    values = np.asarray([(r.done_ns - r.entered_ns) / 1e6 for r in records
-                         if r.lane == lane and r.done_ns is not None and t0_ns <= r.entered_ns <= t1_ns], np.float64)
-    if not len(values):
-        return {"n": 0, "p50": None, "p99": None, "max": None}
-    return {"n": int(len(values)), "p50": round(float(np.percentile(values, 50)), 3),
-            "p90": round(float(np.percentile(values, 90)), 3), "p99": round(float(np.percentile(values, 99)), 3),
-            "max": round(float(values.max()), 3)}
+def lane_latency(trips, lane: str, t0_ns: int, t1_ns: int) -> dict:
+    return percentiles([(r.done_ns - r.entered_ns) / 1e6 for r in trips
+                        if r.lane == lane and r.done_ns is not None and t0_ns <= r.entered_ns <= t1_ns])
 
 
 def throughput(records, lane: str, t0_ns: int, t1_ns: int) -> float:
     done = [r.done_ns for r in records if r.lane == lane and r.done_ns is not None and t0_ns <= r.done_ns <= t1_ns]
     return round(len(done) / ((t1_ns - t0_ns) / 1e9), 1)
-
-
-def records_of(summary) -> list:
-    app = summary.pop("_app")
-    out = []
-    for ledger in app.ledgers.values():
-        out += ledger.records
-    return out
 
 
 def window(summary, records, warm_s: float, measure_s: float):
@@ -233,7 +222,7 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
     from holoburn.clinical.overlay import tint
     from holoburn.processing.preprocess import prepare_input
     from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime
-    from holoburn.operators.postprocess import segment
+    from holoburn.processing.preprocess import segment
 
     out = {}
     policy = policies[Lane.EMERGENCY]
@@ -251,8 +240,8 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
         agreement = []
         for frame in frames[:3]:
             batch = run_direct(runtime, [frame])
-            got_mask = cp.asnumpy(batch.frames[0].mask)
-            got_overlay = cp.asnumpy(batch.frames[0].overlay)
+            got_mask = cp.asnumpy(batch.live[0].mask)
+            got_overlay = cp.asnumpy(batch.live[0].overlay)
             got_input = cp.asnumpy(runtime.model_input[batch.slot if batch.slot is not None else 0][0])
             runtime.release(batch)
             ref_input, box = prepare_input(cp.asarray(frame), card.input_size, card.mean, card.std)
@@ -267,7 +256,8 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
             ref_overlay = cp.asnumpy(tint(cp.asarray(frame), cp.asarray(ref_mask), runtime.alpha))
             same_overlay += bool((ref_overlay == got_overlay).all())
             cpu_batch = run_direct(cpu, [frame])
-            agreement.append(float((cpu_batch.frames[0].mask == got_mask).mean()))
+            agreement.append(float((cpu_batch.live[0].mask == got_mask).mean()))
+            cpu.release(cpu_batch)
         runtime.unbind()
         out = {
             "frames": 3,
@@ -276,21 +266,28 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
             "fused_vs_reference_masks_identical": same_mask,
             "fused_vs_reference_overlays_identical": same_overlay,
             "gpu_torch_fp32_vs_cpu_onnxruntime_mask_agreement": [round(a, 6) for a in agreement],
-            "note": "CPU letterbox is OpenCV INTER_AREA, GPU is bilinear (engines.preprocess); "
-                    "agreement < 1 comes from that and from conv arithmetic, see tests/test_gpu_pipeline.py "
-                    "for exact equality on a colour model",
+            "note": "one resampling on both sides: bilinear with half-pixel centres (OpenCV's fixed-point "
+                    "weights on the CPU, float on the GPU) and the same nearest gather for masks; agreement < 1 "
+                    "comes from that and from conv arithmetic",
         }
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
     return out
 
 
+def camera(source_id: str, image, lane: Lane, fps: float, seconds: float) -> SourceSpec:
+    """A camera stand-in: one picture (pinned host memory on a GPU, as a capture card's DMA
+    buffers) delivered `fps` times a second for `seconds`."""
+    count = max(1, int(fps * seconds))
+    return SourceSpec(source_id, reader=FrameListReader([image] * count, fps, source_id), lane=lane, fps=fps,
+                      max_frames=count)
+
+
 def sources_for(args, frames_gpu, emergency_fps, routine, routine_fps, seconds) -> list[SourceSpec]:
-    sources = [SourceSpec("camera:emergency", frames_gpu[:1], Lane.EMERGENCY, emergency_fps,
-                          int(emergency_fps * seconds))]
+    sources = [camera("camera:emergency", frames_gpu[0], Lane.EMERGENCY, emergency_fps, seconds)]
     for i in range(routine):
-        sources.append(SourceSpec(f"camera:routine{i}", frames_gpu[1 + i % (len(frames_gpu) - 1):][:1] or frames_gpu[:1],
-                                  Lane.ROUTINE, routine_fps, int(routine_fps * seconds)))
+        image = (frames_gpu[1 + i % (len(frames_gpu) - 1):][:1] or frames_gpu[:1])[0]
+        sources.append(camera(f"camera:routine{i}", image, Lane.ROUTINE, routine_fps, seconds))
     return sources
 
 
@@ -361,7 +358,9 @@ def main(argv=None):
     result["frame"] = f"{width}x{height}"
     frames = synthetic_frames(width, height, 4)
     feed_frames = pinned_copies(frames) if gpu else frames
-    cfg = load_lanes_config(args.lanes_config)
+    cfg = load_config(args.lanes_config)
+    if gpu:
+        cfg["scheduler"]["worker_threads"] = max(8, cfg["scheduler"]["worker_threads"])
     routine_batch = args.routine_batch or (None if gpu else 2)
     if routine_batch:
         cfg["lanes"]["ROUTINE"]["batch_size"] = routine_batch
@@ -386,13 +385,14 @@ def main(argv=None):
 
     # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
     all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds)
-    router = build_router(all_sources, triage_cfg)
+    router = LaneRouter({s.source_id: s.lane for s in all_sources}, escalate=triage_cfg["escalate"],
+                        calm_frames=triage_cfg["calm_frames"])
     used = lanes_in_use(all_sources, router)
     t = time.monotonic()
     runtimes, priorities = build_runtimes(used, policies, device=args.device, card=card, open_backend_for=open_for,
-                                          router=router, triage=TriagePolicy(), sources=all_sources,
+                                          triage=TriagePolicy(), sources=all_sources,
                                           frame_sizes=((height, width),),
-                                          extra_slots={Lane.EMERGENCY: 6} if gpu else {}, render=True)
+                                          extra_slots=buffer_slack("chain", args.device), render=True)
     result["start_up_s"] = round(time.monotonic() - t, 2)
     result["stream_priorities"] = {l.name: p for l, p in priorities.items()}
     for lane, rt in runtimes.items():  # warm-up: kernels compiled, first batches through each lane
@@ -419,34 +419,39 @@ def main(argv=None):
         return out
 
     def plan(sources, mode, variant="", **kw):
-        return LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device=args.device,
-                         mode=mode, config=config_for(variant), priorities=priorities, **kw)
+        config = config_for(variant)
+        config["holoviz_size"] = (height, width)
+        return GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
+                         device=args.device, mode=mode, config=config, priorities=priorities, **kw)
+
+    def run(graph_plan):
+        """Run one step's graph; its ledger's trips and a summary of the run."""
+        changes_before = len(router.changes)
+        summary = lanes_summary(run_graph(graph_plan))
+        summary["lane_changes"] = summary["lane_changes"][changes_before:]
+        return graph_plan.results.trips, summary
 
     def chain_step(holoviz=False, variant=""):
         n = int(args.chain_fps * (seconds + warm))
-        src = [SourceSpec("camera:emergency", feed_frames[:1], Lane.EMERGENCY, args.chain_fps, n)]
+        src = [camera("camera:emergency", feed_frames[0], Lane.EMERGENCY, args.chain_fps, seconds + warm)]
         log_path = workdir / f"flow{variant}{'_holoviz' if holoviz else ''}.log"
-        summary = run_lanes(plan(src, "chain", variant, holoviz=holoviz, track_log=log_path, skip_tracked=0))
-        records = records_of(summary)
+        records, summary = run(plan(src, "chain", variant, holoviz=holoviz, track_log=log_path, skip_tracked=0))
         skip_ns = min(r.entered_ns for r in records) + int(warm * 1e9)
         breakdown = trace_breakdown([r for r in records if r.entered_ns >= skip_ns])
         paths = parse_flow_log(log_path)
         skip = int(args.chain_fps * warm)
         out = {"fps": args.chain_fps, "frames": n, "warm_up_frames_left_out": skip, "paths": {}}
         for name, values in paths.items():
-            v = np.asarray(values[skip:], np.float64)
-            if len(v):
-                out["paths"][name] = {"n": int(len(v)), "p50": round(float(np.percentile(v, 50)), 3),
-                                      "p99": round(float(np.percentile(v, 99)), 3), "max": round(float(v.max()), 3)}
+            if len(values) > skip:
+                out["paths"][name] = percentiles(values[skip:])
         out["breakdown_ms"] = breakdown
         out["summary"] = summary
         return out
 
     def lanes_step(mode, sources, label, variant="", measure_s=None):
         before = alloc_snapshot(runtimes)
-        summary = run_lanes(plan(sources, mode, variant))
+        records, summary = run(plan(sources, mode, variant))
         after = alloc_snapshot(runtimes)
-        records = records_of(summary)
         t0, t1 = window(summary, records, warm, measure_s or seconds)
         out = {
             "emergency_latency_ms": lane_latency(records, "EMERGENCY", t0, t1),

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from importlib import resources
 from pathlib import Path
 
 from holoburn.app.config import load_config
+from holoburn.clinical.errors import BadInput
 from holoburn.app.run.progress import Progress
 
 SAMPLE = "burn_sample"
@@ -77,55 +77,22 @@ def holoscan_argv(args) -> list[str] | None:
     return argv
 
 
-def replay_distributed(config: dict, out_dir: Path, argv: list[str]) -> dict | None:
-    """Run this process's share of the fragments; the process with `display` writes the summary."""
-    from holoburn.app.pipeline import DistributedBurnPipeline, RunPlan, run_pipeline
+def replay_and_report(config: dict, specs: list[str], out_dir: Path, argv: list[str] | None) -> int:
+    from holoburn.app.run.replay import replay
 
-    # Frames cross between fragments as serialized Python objects, which Holoscan puts in UCX's
-    # serialization buffer (127 KiB by default): make room for a 1080p frame and its mask.
-    os.environ.setdefault("HOLOSCAN_UCX_SERIALIZATION_BUFFER_SIZE", str(32 << 20))
-    plan = RunPlan(config, Path(out_dir), progress=Progress("frames", config["source"]["max_frames"]))
-    print(f"holoburn: distributed run, this process: {' '.join(argv[1:]) or 'all fragments'}")
-    return run_pipeline(plan, DistributedBurnPipeline(plan, argv))
-
-
-def replay(config: dict, out_dir: Path, *, observers=(), keep_logits=False, label="frames") -> dict:
-    """Plan and run the graph with a progress bar; the one way every command replays a source."""
-    from holoburn.app.pipeline import plan_run, run_pipeline
-
-    metrics = None
-    if config["metrics"]["enabled"]:
-        from holoburn.app.run.metrics_endpoint import PipelineMetrics
-
-        metrics = PipelineMetrics()
-        metrics.start(config["metrics"]["host"], config["metrics"]["port"])
-        observers = (*observers, metrics.observer)
-    plan = plan_run(config, out_dir, observers=observers, keep_logits=keep_logits)
-    if metrics:
-        metrics.describe(model_id=plan.card.model_id, **plan.backend.describe())
-    total = plan.reader.frame_count if plan.reader is not None else recorded_total(config)
-    total = total or None
-    if config["source"]["max_frames"]:
-        total = min(total or config["source"]["max_frames"], config["source"]["max_frames"])
-    plan.progress = Progress(label, total)
-    print(f"holoburn: {plan.source_id} -> {out_dir} | model {plan.card.model_id} | "
-          f"backend {plan.backend.name} ({plan.backend.precision}, {plan.backend.device})")
-    try:
-        return run_pipeline(plan)
-    finally:
-        if metrics:
-            metrics.stop()
+    if argv and len(specs) > 1:
+        raise BadInput("a distributed run takes one --source")
+    label = "frames"
+    print(f"holoburn: {', '.join(specs)} -> {out_dir}" + (f" | this process: {' '.join(argv[1:]) or 'driver'}" if argv else ""))
+    summary = replay(config, specs, out_dir, progress=Progress(label, None), argv=argv)
+    if summary is None:  # a process without the display fragment has no summary to show
+        print("holoburn: this process's fragments finished")
+        return 0
+    print_summary(summary, out_dir)
+    return 0
 
 
-def recorded_total(config: dict) -> int | None:
-    from holoburn.operators.gxf_io import recorded_frames
-    from holoburn.app.run.sources import gxf_recording, parse_source
-
-    kind, location = parse_source(config["source"]["location"])
-    return recorded_frames(*gxf_recording(location)) if kind == "gxf" else None
-
-
-def print_summary(summary: dict, out_dir: Path, overlays=None) -> None:
+def print_summary(summary: dict, out_dir: Path) -> None:
     lat = summary["latency_ms"]
     dropped = ", ".join(f"{k}: {v}" for k, v in summary["dropped"].items()) or "none"
     rows = [
@@ -138,56 +105,29 @@ def print_summary(summary: dict, out_dir: Path, overlays=None) -> None:
         ("latency p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms"),
         ("triage levels", ", ".join(f"{k}: {v}" for k, v in sorted(summary["triage_levels"].items())) or "none"),
         ("results", out_dir / "results.jsonl"),
-        ("overlay video", ", ".join(str(out_dir / o) for o in overlays) if overlays else out_dir / "overlay.mp4"),
+        ("overlay video", ", ".join(str(out_dir / o) for o in summary["outputs"]["overlays"])),
         ("summary", out_dir / "summary.json"),
     ]
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
+    if len(summary["sources"]) > 1:
+        for sid, per in summary["sources"].items():
+            print(f"  {sid}: lane {per['lane']}, {per['frames_in']} in, {per['processed']} processed, "
+                  f"dropped {per['dropped'] or 'none'}")
     print("\n  decision support only: the model is a synthetic-data demonstration, not for clinical use")
 
 
-def _replay_and_report(args, location: str) -> int:
-    out_dir = Path(args.out)
-    argv = holoscan_argv(args)
-    if argv:
-        summary = replay_distributed(_config(args, location), out_dir, argv)
-        if summary is None:  # a worker without the display fragment has no summary to show
-            print("holoburn: this process's fragments finished")
-            return 0
-    else:
-        summary = replay(_config(args, location), out_dir)
-    print_summary(summary, out_dir)
-    return 0
-
-
 def run_run(args) -> int:
-    from holoburn.engines.backend import cuda_available
+    from holoburn.app.run.replay import parse_lane_spec
 
-    on_gpu = cuda_available() and (args.backend or "auto") in ("auto", "torch", "tensorrt")
-    if len(args.source) == 1 and (not on_gpu or holoscan_argv(args)):
-        from holoburn.app.run.multi_source import parse_lane_spec
-
-        location, lane = parse_lane_spec(args.source[0], args.lane or "ROUTINE")
-        args.lane = lane.name if location != args.source[0] else args.lane  # `@LANE` given
-        return _replay_and_report(args, location)
-    # several sources, or one on a GPU: the lanes graph (frames stay on the device there)
-    from holoburn.app.run.multi_source import parse_lane_spec, replay_sources
-
-    if holoscan_argv(args):
-        raise ValueError("a distributed run takes one --source")
-    out_dir = Path(args.out)
-    config = _config(args, parse_lane_spec(args.source[0], "ROUTINE")[0])
-    summary = replay_sources(config, args.source, out_dir, progress=Progress("frames", None))
-    print_summary(summary, out_dir, overlays=summary["outputs"]["overlays"])
-    for sid, per in summary["sources"].items():
-        print(f"  {sid}: lane {per['lane']}, {per['frames_in']} in, {per['processed']} processed, dropped {per['dropped'] or 'none'}")
-    return 0
+    first, lane = parse_lane_spec(args.source[0], args.lane or "ROUTINE")
+    return replay_and_report(_config(args, first), args.source, Path(args.out), holoscan_argv(args))
 
 
 def run_demo(args) -> int:
     video = sample_video()
     if not video.is_file():
-        raise FileNotFoundError(f"bundled sample video missing: {video} (reinstall holoburn)")
-    return _replay_and_report(args, f"video:{video}")
+        raise BadInput(f"bundled sample video missing: {video} (reinstall holoburn)")
+    return replay_and_report(_config(args, f"video:{video}"), [f"video:{video}"], Path(args.out), holoscan_argv(args))

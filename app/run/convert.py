@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from holoscan.core import Application
-from holoscan.operators import VideoStreamRecorderOp
-
-from holoburn.operators.frame_source import FrameSourceOp
-from holoburn.operators.gxf_io import FrameToTensorOp, recorded_frames
+from holoburn.app.graph import GraphPlan, SourceSpec, run_graph
 from holoburn.app.run.sources import open_reader, parse_source, source_id
+from holoburn.clinical.errors import BadInput
+from holoburn.clinical.triage import LaneRouter
+from holoburn.operators.gxf_io import recorded_frames
 
 
 def add_convert_arguments(p):
@@ -19,33 +18,21 @@ def add_convert_arguments(p):
     p.add_argument("--max-frames", type=int, help="convert only the first N frames")
 
 
-class _Convert(Application):
-    def __init__(self, reader, spec, target: Path, max_frames, *args, **kwargs):
-        self.reader, self.spec, self.target, self.max_frames = reader, spec, target, max_frames
-        super().__init__(*args, **kwargs)
-
-    def compose(self):
-        source = FrameSourceOp(self, reader=self.reader, source_id=source_id(self.spec), max_frames=self.max_frames,
-                               name="source")
-        to_tensor = FrameToTensorOp(self, name="to_tensor")
-        recorder = VideoStreamRecorderOp(self, directory=str(self.target.parent), basename=self.target.name,
-                                         name="recorder")
-        self.add_flow(source, to_tensor)
-        self.add_flow(to_tensor, recorder)
-
-
 def run_convert(args) -> int:
     kind, _ = parse_source(args.source)
     if kind != "video":
-        raise ValueError(f"convert reads video:PATH sources, not {kind}")
+        raise BadInput(f"convert reads video:PATH sources, not {kind}")
     reader = open_reader(args.source, {})
     target = Path(args.target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    app = _Convert(reader, args.source, target, args.max_frames)
-    app.run()
+    # the graph's capture part alone: the source and its recording tap
+    source = SourceSpec(source_id(args.source), reader=reader, max_frames=args.max_frames)
+    run_graph(GraphPlan(sources=[source], runtimes={}, policies={}, router=LaneRouter({}), results=None,
+                        config={"results": {"record_gxf": str(target)}, "scheduler": {"worker_threads": 1, "gc": "default"}},
+                        capture_only=True))
     written = recorded_frames(target.parent, target.name)
     expected = min(reader.frames_read, args.max_frames or reader.frames_read)
     if written != expected:
-        raise RuntimeError(f"recording {target} holds {written} frames, expected {expected}")
+        raise RuntimeError(f"recording {target} holds {written} frames, expected {expected}")  # a defect, not input
     print(f"holoburn: wrote {written} frames to {target}.gxf_entities / .gxf_index")
     return 0

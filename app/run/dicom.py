@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from holoburn.clinical.audit import AuditLog
+from holoburn.clinical.errors import BadInput
 from holoburn.clinical.deid import UidMap
 from holoburn.clinical.dicom import DicomSkip, iter_dicom_frames
 
@@ -22,7 +23,7 @@ class DicomReader:
         dicom = config["dicom"]
         self.path = Path(location)
         if not self.path.exists():
-            raise FileNotFoundError(f"DICOM source not found: {location}")
+            raise BadInput(f"DICOM source not found: {location} (give dicom:FILE, dicom:FOLDER or dicom:DICOMDIR)")
         audit_path = Path(audit_path or dicom["audit_log"])
         audit_path.parent.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(audit_path)
@@ -77,7 +78,7 @@ class DicomExporter:
         from holoburn.clinical.dicom_export import write_overlay_capture, write_segmentation
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        index = frame.extra.get("frame_in_file")
+        index = dict(frame.info.origin).get("frame_in_file")
         frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
         try:
             write_segmentation(dataset, frame.mask, self.out_dir / f"{frame.index:06d}_seg.dcm",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from holoburn.clinical.errors import BadInput
+
 KINDS = ("video", "camera", "gxf", "dicom")
 
 
@@ -10,9 +12,10 @@ def parse_source(spec: str) -> tuple[str, str]:
     """'video:PATH' -> ('video', 'PATH'), with a clear error for anything else."""
     kind, sep, location = str(spec).partition(":")
     if not sep or not location:
-        raise ValueError(f"source {spec!r}: give KIND:LOCATION with KIND one of {', '.join(KINDS)} (e.g. video:burns.mp4)")
+        raise BadInput(f"source {spec!r}: give KIND:LOCATION with KIND one of {', '.join(KINDS)} (e.g. video:burns.mp4)")
     if kind not in KINDS:
-        raise ValueError(f"source {spec!r}: kind {kind!r} is not supported; use one of {', '.join(KINDS)}")
+        raise BadInput(f"source {spec!r}: kind {kind!r} is not supported; use one of {', '.join(KINDS)} "
+                       f"(e.g. video:{location})")
     return kind, location
 
 
@@ -28,10 +31,10 @@ def gxf_recording(location: str) -> tuple[Path, str]:
     for suffix in (".gxf_entities", ".gxf_index"):
         part = directory / f"{basename}{suffix}"
         if not part.is_file():
-            raise FileNotFoundError(f"Holoscan recording {location}: {part} not found "
-                                    "(give gxf:DIR/BASENAME without the .gxf_* suffix)")
+            raise BadInput(f"Holoscan recording {location}: {part} not found "
+                           "(give gxf:DIR/BASENAME without the .gxf_* suffix)")
         if part.stat().st_size == 0:
-            raise ValueError(f"Holoscan recording {location}: {part} is empty")
+            raise BadInput(f"Holoscan recording {location}: {part} is empty (re-record or re-convert it)")
     return directory, basename
 
 

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from holoburn.clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
+from holoburn.clinical.errors import BadInput
 from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
 from holoburn.clinical.triage import TriagePolicy, triage_level
 from holoburn.processing.preprocess import array_module, restore_probabilities
@@ -45,7 +46,7 @@ class GroundTruth:
     def __init__(self, location: str | Path):
         self.path = Path(location)
         if not self.path.exists():
-            raise FileNotFoundError(f"ground-truth masks not found: {self.path}")
+            raise BadInput(f"ground-truth masks not found: {self.path}")
         self._npz = None
         if self.path.is_dir():
             self.indices = sorted(int(p.stem) for p in self.path.glob("*.png") if p.stem.isdigit())
@@ -59,9 +60,9 @@ class GroundTruth:
                 self._stack = None
                 self.indices = sorted(int(k) for k in keys if k.isdigit())
         else:
-            raise ValueError(f"ground truth {self.path}: give a directory of PNG masks or an .npz file")
+            raise BadInput(f"ground truth {self.path}: give a directory of PNG masks or an .npz file")
         if not self.indices:
-            raise ValueError(f"no ground-truth masks in {self.path} (expected 000000.png, ...)")
+            raise BadInput(f"no ground-truth masks in {self.path} (expected 000000.png, ...)")
         self._available = set(self.indices)
 
     def __contains__(self, index: int) -> bool:
@@ -73,7 +74,7 @@ class GroundTruth:
         path = self.path / f"{index:06d}.png"
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2:
-            raise ValueError(f"ground-truth mask {path} is not a single-channel 8-bit PNG")
+            raise BadInput(f"ground-truth mask {path} is not a single-channel 8-bit PNG")
         return mask
 
 
@@ -113,7 +114,8 @@ class Scorer:
             predicted_triage=record["triage"]["level"],
             truth_triage=triage_level(truth_findings, policy=self.policy)["level"],
         )
-        self.worst.offer(frame.index, dice, frame.image, truth, frame.mask)
+        # the input picture where the lane kept it on the host (CPU), else the overlay (GPU lanes)
+        self.worst.offer(frame.index, dice, frame.image if frame.image is not None else frame.overlay, truth, frame.mask)
         frame.logits = None
 
     def finish(self, last_index: int | None) -> None:
@@ -125,7 +127,8 @@ class Scorer:
 
 def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool,
                   bootstrap_block: int = 15) -> tuple[dict, dict, Scorer]:
-    from holoburn.app.run.command import replay
+    from holoburn.app.run.progress import Progress
+    from holoburn.app.run.replay import replay
 
     src = config["source"]
     region = src["body_region"]
@@ -134,7 +137,8 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
                     policy=TriagePolicy(tri["partial_tbsa_threshold_pct"], tri["min_share_of_skin"]),
                     probabilities=probabilities)
     started = time.monotonic()
-    summary = replay(config, out_dir, observers=(scorer,), keep_logits=probabilities, label="validating")
+    summary = replay(config, [config["source"]["location"]], out_dir, observers=(scorer,), keep_logits=probabilities,
+                     progress=Progress("validating", None))
     scorer.finish(summary["frames_in"] - 1)
     metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started, block_frames=bootstrap_block)
     metrics["run"] = {k: summary.get(k) for k in ("source", "model_id", "model_sha256", "backend", "backend_version",

@@ -1,4 +1,4 @@
-"""Frame source: emits one Frame per picture a reader delivers (video file, camera, DICOM)."""
+"""source: one Frame per picture a reader delivers (video file, camera, DICOM, frames in memory)."""
 from __future__ import annotations
 
 import logging
@@ -6,6 +6,7 @@ import time
 
 from holoscan.core import Operator
 
+from holoburn.media.video import VideoError
 from holoburn.processing.frame import OK, Frame
 
 log = logging.getLogger("holoburn.source")
@@ -60,7 +61,7 @@ class FrameSourceOp(Operator):
             self._end_of_pass()
             try:
                 self.reader = self.reader.reopen()
-            except ValueError as exc:  # the file changed or vanished between passes
+            except VideoError as exc:  # the file changed or vanished between passes
                 log.error("%s: cannot start the next pass: %s", self.source_id, exc)
                 self.reader = None
                 self.stop_execution()
@@ -73,10 +74,11 @@ class FrameSourceOp(Operator):
         ts = (ts or 0.0) + self._loop_offset_s
         if self.realtime and status == OK:
             self._pace(ts)
-        frame = Frame(source=self.source_id, index=self.emitted, timestamp_s=ts, source_fps=self.reader.fps or 0.0,
-                      image=image, status=status)
-        if hasattr(self.reader, "frame_extra"):  # e.g. a DICOM frame's de-identified header
-            frame.extra = dict(self.reader.frame_extra())
+        about = self.reader.frame_extra() if hasattr(self.reader, "frame_extra") else {}  # DICOM: de-identified
+        frame = Frame.of(self.source_id, self.emitted, ts, image, status=status, source_fps=self.reader.fps or 0.0,
+                         origin=about)
+        if "dataset" in about:  # the de-identified header, for the DICOM results export
+            frame.extra["dataset"] = about["dataset"]
         op_output.emit(frame, "out")
         self.emitted += 1
         self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)

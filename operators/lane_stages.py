@@ -1,0 +1,157 @@
+"""The lane's stages: preprocess -> inference -> postprocess -> overlay -> sink, thin Holoscan
+shells over the lane runtime (processing.runtime). Each receives a batch, calls one method of its
+lane's runtime, and passes the batch on; `ProcessOp` runs the four device stages in one operator
+(three operator hops fewer, each a wait for Python's GIL when routine lanes keep it busy).
+
+A frame that cannot be processed (processing raises BadFrame) leaves its batch's work with its
+reason; a backend failure drops the whole batch's frames, named by stage. Either way the batch
+travels on, so its frames are counted, its buffer set is released and its credit returns.
+Anything else is a defect in holoburn and stops the graph with its traceback.
+"""
+from __future__ import annotations
+
+import time
+
+from holoscan.core import ConditionType, IOSpec, Operator
+
+from holoburn.clinical.errors import BackendFailure
+from holoburn.processing.lanes import Feedback
+from holoburn.processing.recorder import to_host
+from holoburn.processing.runtime import LaneBatch
+
+
+class LaneStageOp(Operator):
+    """Subclasses name their `stage` and implement `run(runtime, batch, context)`."""
+
+    stage = "stage"
+
+    def __init__(self, fragment, *args, runtimes: dict, depth: int = 2, **kwargs):
+        self.runtimes = runtimes  # queue lane -> lane runtime
+        self.depth = depth
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=self.depth + 1)
+        self.outputs(spec)
+
+    def outputs(self, spec):
+        spec.output("out")
+
+    def compute(self, op_input, op_output, context):
+        batch: LaneBatch = op_input.receive("in")
+        runtime = self.runtimes[batch.lane]
+        started = time.monotonic_ns()
+        if not batch.failed:
+            try:
+                self.run(runtime, batch, context)
+            except BackendFailure as exc:
+                batch.fail(self.stage, exc)
+        ended = time.monotonic_ns()
+        batch.trace.append((self.stage, started, ended))
+        for frame in batch.live:
+            frame.stage_ms[self.stage] = (ended - started) / 1e6
+        self.emit(batch, op_output)
+
+    def run(self, runtime, batch, context):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def emit(self, batch, op_output):
+        op_output.emit(batch, "out")
+
+
+def bind_stream(runtime, batch, context) -> None:
+    """A GPU lane takes its CUDA stream from the operator's CudaStreamPool (its lane's priority)."""
+    if runtime.device == "cuda" and runtime.stream_ptr is None:
+        runtime.bind(context.allocate_cuda_stream(f"lane_{batch.lane.name.lower()}"))
+
+
+class PreprocessOp(LaneStageOp):
+    """Upload (GPU), letterbox and normalise into the lane's model-input buffer."""
+
+    stage = "preprocess"
+
+    def run(self, runtime, batch, context):
+        bind_stream(runtime, batch, context)
+        runtime.prepare(batch)
+
+
+class InferenceOp(LaneStageOp):
+    stage = "inference"
+
+    def run(self, runtime, batch, context):
+        runtime.infer(batch)
+
+
+class PostprocessOp(LaneStageOp):
+    stage = "postprocess"
+
+    def run(self, runtime, batch, context):
+        runtime.postprocess(batch)
+
+
+class OverlayOp(LaneStageOp):
+    stage = "overlay"
+
+    def run(self, runtime, batch, context):
+        runtime.overlay(batch)
+
+
+class ProcessOp(LaneStageOp):
+    """preprocess, inference, postprocess and overlay in one operator, all enqueued on the lane's
+    stream; the sink still waits once, on the batch's event."""
+
+    stage = "process"
+
+    def run(self, runtime, batch, context):
+        bind_stream(runtime, batch, context)
+        for step in (runtime.prepare, runtime.infer, runtime.postprocess, runtime.overlay):
+            step(batch)
+
+
+class SinkOp(LaneStageOp):
+    """End of a lane's device work: waits for the batch (one event), computes its clinical
+    numbers, sends triage its feedback (triage levels; a credit when gated), passes it on.
+
+    release: give the batch's buffer set back here (True), or leave that to the results
+    operator (False: the outputs live in the buffer set until they are written). hand_off:
+    copy the outputs to the host first (the results are written in another process)."""
+
+    stage = "sink"
+
+    def __init__(self, fragment, *args, release: bool = True, hand_off: bool = False, view: bool = False, **kwargs):
+        self.release = release
+        self.hand_off = hand_off
+        self.view = view
+        super().__init__(fragment, *args, **kwargs)
+
+    def outputs(self, spec):
+        spec.output("out")
+        spec.output("feedback")
+        if self.view:
+            spec.output("view").condition(ConditionType.NONE)
+
+    def compute(self, op_input, op_output, context):
+        batch: LaneBatch = op_input.receive("in")
+        runtime = self.runtimes[batch.lane]
+        started = time.monotonic_ns()
+        try:
+            runtime.finish(batch)
+        except BackendFailure as exc:
+            batch.fail(self.stage, exc)
+        if batch.done_ns is None:
+            batch.done_ns = time.monotonic_ns()
+        batch.trace.append((self.stage, started, batch.done_ns))
+        for frame in batch.frames:
+            frame.extra["backend"] = runtime.backend_info  # the results writer may be in another process
+        for frame in batch.live:
+            frame.stage_ms[self.stage] = (batch.done_ns - started) / 1e6
+        if self.hand_off:
+            for frame in batch.live:
+                frame.mask, frame.overlay, frame.logits = to_host(frame.mask), to_host(frame.overlay), to_host(frame.logits)
+        if self.release:
+            runtime.release(batch)
+        outcomes = tuple((f.source, f.index, f.findings["triage"]) for f in batch.live if f.ok and f.findings)
+        op_output.emit(Feedback(credit=batch.gated, outcomes=outcomes), "feedback")
+        if self.view and not batch.failed and batch.live:
+            op_output.emit(batch, "view")
+        op_output.emit(batch, "out")

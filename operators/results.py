@@ -1,0 +1,29 @@
+"""results: the end of every chain. Hands each frame of a finished batch to the run's results
+writer (processing.recorder.RunRecorder: results.jsonl, overlays, masks, observers) or, in a
+benchmark, to a bare ledger; then gives the batch's buffer set back to its lane where the
+frame's outputs lived there."""
+from __future__ import annotations
+
+from holoscan.core import IOSpec, Operator
+
+from holoburn.processing.runtime import LaneBatch
+
+
+class ResultsOp(Operator):
+    """recorder: anything with add(frame, done_ns, trace, gpu_ms). runtimes: queue lane -> lane
+    runtime, whose buffer set this operator releases (None: the sink released it)."""
+
+    def __init__(self, fragment, *args, recorder, runtimes: dict | None = None, **kwargs):
+        self.recorder = recorder
+        self.runtimes = runtimes
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec):
+        spec.input("in").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=4)
+
+    def compute(self, op_input, op_output, context):
+        batch: LaneBatch = op_input.receive("in")
+        for frame in batch.frames:
+            self.recorder.add(frame, batch.done_ns, batch.trace, batch.gpu_ms)
+        if self.runtimes is not None:
+            self.runtimes[batch.lane].release(batch)
