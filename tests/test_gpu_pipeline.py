@@ -58,10 +58,11 @@ def no_tf32():
 
 
 def policy(lane_name="EMERGENCY", **overrides):
-    from holoburn.app.lanes import lane_policies, load_lanes_config
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import lane_policies
     from holoburn.clinical.triage import Lane
 
-    config = load_lanes_config()
+    config = load_config(None)
     config["lanes"][lane_name].update(overrides)
     return lane_policies(config)[Lane.parse(lane_name)]
 
@@ -70,8 +71,7 @@ def run_batch(runtime, images, lane="EMERGENCY"):
     from holoburn.processing.frame import Frame
     from holoburn.processing.runtime import LaneBatch
 
-    batch = LaneBatch(runtime.lane, [Frame(source="test", index=i, timestamp_s=0.0, image=im, lane=lane)
-                                     for i, im in enumerate(images)])
+    batch = LaneBatch(runtime.lane, [Frame.of("test", i, 0.0, im, lane=lane) for i, im in enumerate(images)])
     for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
         getattr(runtime, stage)(batch)
     return batch
@@ -92,7 +92,7 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
     from holoburn.engines.card import load_card
     from holoburn.processing.preprocess import prepare_input
     from holoburn.processing.runtime import GpuLaneRuntime
-    from holoburn.operators.postprocess import segment
+    from holoburn.processing.preprocess import segment
 
     card = load_card(tiny_card)
     backend = ColourBackend()
@@ -104,7 +104,7 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
         frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         batch = run_batch(runtime, [frame])
         got_input = cp.asnumpy(runtime.model_input[batch.slot][0])
-        got_mask, got_overlay = cp.asnumpy(batch.frames[0].mask), cp.asnumpy(batch.frames[0].overlay)
+        got_mask, got_overlay = cp.asnumpy(batch.live[0].mask), cp.asnumpy(batch.live[0].overlay)
         runtime.release(batch)
         ref_input, box = prepare_input(cp.asarray(frame), card.input_size, card.mean, card.std)
         np.testing.assert_array_equal(got_input, cp.asnumpy(ref_input[0]))
@@ -112,7 +112,7 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
         np.testing.assert_array_equal(got_mask, cp.asnumpy(ref_mask))
         np.testing.assert_array_equal(got_overlay, cp.asnumpy(tint(cp.asarray(frame), ref_mask, runtime.alpha)))
         counts = [int((got_mask == c).sum()) for c in range(6)]
-        assert [batch.frames[0].findings["pixels"][n] for n in batch.frames[0].findings["pixels"]] == counts
+        assert [batch.live[0].findings["pixels"][n] for n in batch.live[0].findings["pixels"]] == counts
 
 
 def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
@@ -199,7 +199,7 @@ def test_emergency_buffers_are_never_reallocated(tmp_path):
     torch_before = torch.cuda.memory_stats()
     for i in range(1000):
         batch = run_batch(runtime, [frames[i % 3]])
-        assert batch.failed is None and batch.frames[0].ok
+        assert batch.failed is None and batch.live[0].ok
         runtime.release(batch)
     torch_after = torch.cuda.memory_stats()
     assert pointers() == before
@@ -215,43 +215,38 @@ def test_emergency_buffers_are_never_reallocated(tmp_path):
 def test_emergency_frame_overtakes_a_saturated_routine_lane(tmp_path):
     import cupyx
 
-    from holoburn.app.lanes import (
-        LanesPlan,
-        SourceSpec,
-        build_router,
-        build_runtimes,
-        lane_policies,
-        lanes_in_use,
-        load_lanes_config,
-        run_lanes,
-    )
-    from holoburn.clinical.triage import Lane
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import GraphPlan, buffer_slack, build_runtimes, lane_policies, lanes_in_use, lanes_summary, run_graph
+    from holoburn.clinical.triage import Lane, LaneRouter
     from holoburn.engines.backend import open_backend
+    from holoburn.processing.ledger import Ledger
+    from test_lanes import cam
 
     card = burn_unet_card(tmp_path)
-    config = load_lanes_config()
+    config = load_config(None)
+    config["scheduler"]["worker_threads"] = 8
     config["lanes"]["EMERGENCY"]["pool_mb"] = 256
     config["lanes"]["ROUTINE"].update(pool_mb=1024, queue_capacity=16, depth=1)
     policies = lane_policies(config)
     image = cupyx.empty_pinned((1080, 1920, 3), np.uint8)
     image[...] = blocks(1080, 1920, 120, 3)
     # routine cameras unpaced (as fast as the graph takes them): the routine queue stays full
-    sources = [SourceSpec("cam:e", [image], Lane.EMERGENCY, fps=20.0, count=30)]
-    sources += [SourceSpec(f"cam:r{i}", [image], Lane.ROUTINE, fps=None, count=1200) for i in range(6)]
-    router = build_router(sources, {"escalate": False})
+    sources = [cam("cam:e", image, Lane.EMERGENCY, 20.0, 30)]
+    sources += [cam(f"cam:r{i}", image, Lane.ROUTINE, None, 1200) for i in range(6)]
+    router = LaneRouter({s.source_id: s.lane for s in sources}, escalate=False)
     runtimes, priorities = build_runtimes(
-        lanes_in_use(sources, router), policies, device="cuda", card=card, router=router, sources=sources,
+        lanes_in_use(sources, router), policies, device="cuda", card=card, sources=sources,
+        extra_slots=buffer_slack("lanes", "cuda"),
         open_backend_for=lambda lane: open_backend(card, "torch", "fp16", device="cuda"), frame_sizes=((1080, 1920),))
-    plan = LanesPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, device="cuda",
-                     mode="lanes", config=config, priorities=priorities)
-    summary = run_lanes(plan)
-    app = summary.pop("_app")
-    records = [r for ledger in app.ledgers.values() for r in ledger.records]
+    plan = GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
+                     device="cuda", mode="lanes", config=config, priorities=priorities)
+    summary = lanes_summary(run_graph(plan))
+    records = plan.results.trips
     assert summary["lost_in_transport"] == 0
     assert priorities[Lane.EMERGENCY] < priorities[Lane.ROUTINE]  # more urgent, inside the device's range
     emergency = [r for r in records if r.lane == "EMERGENCY"]
     assert len(emergency) == 30 and all(r.done_ns for r in emergency)  # none dropped
-    routine_drops = summary["chains"]["routine"]["by_frame_lane"]["ROUTINE"]["dropped"]
+    routine_drops = summary["by_frame_lane"]["ROUTINE"]["dropped"]
     assert routine_drops.get("queue_full_dropped_oldest", 0) > 0  # the routine lane was saturated
     waiting = served_after = 0
     for e in emergency:
