@@ -400,7 +400,8 @@ class LaneRuntime:
         self.lane = policy.lane
         self.card, self.backend = card, backend
         self.keep_logits = keep_logits  # validation: each frame keeps its logits (probabilities for AUC)
-        self.backend_info = {"model_id": card.model_id, **backend.describe()} if backend is not None else {}
+        describe = getattr(backend, "describe", None)  # engines.backend.Backend; test stand-ins may lack it
+        self.backend_info = {"model_id": card.model_id, **(describe() if describe else {})}
         self.triage_policy = triage_policy
         self.sources = sources or {}
         self.alpha = alpha

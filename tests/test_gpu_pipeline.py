@@ -74,6 +74,7 @@ def run_batch(runtime, images, lane="EMERGENCY"):
     batch = LaneBatch(runtime.lane, [Frame.of("test", i, 0.0, im, lane=lane) for i, im in enumerate(images)])
     for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
         getattr(runtime, stage)(batch)
+    runtime.release(batch)  # outputs stay readable until the lane's next batch takes the set
     return batch
 
 
