@@ -467,7 +467,9 @@ def main(argv=None):
         return out
 
     total = seconds + warm
-    loaded = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total)
+    def loaded():  # new cameras for each step: a source's reader is spent by the run that plays it
+        return sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total)
+
     for v in args.variants.split(","):
         if v not in variants:
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
@@ -475,8 +477,8 @@ def main(argv=None):
         result[f"chain{v}"] = step(f"chain{v}", lambda: chain_step(variant=v))
         result[f"idle{v}"] = step(f"idle{v}", lambda: lanes_step(
             "lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"idle{v}", v))
-        result[f"lanes{v}"] = step(f"lanes{v}", lambda: lanes_step("lanes", loaded, f"lanes{v}", v))
-    result["single"] = step("single", lambda: lanes_step("single_lane", loaded, "single lane"))
+        result[f"lanes{v}"] = step(f"lanes{v}", lambda: lanes_step("lanes", loaded(), f"lanes{v}", v))
+    result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
     if gpu:
         result["pressure"] = step("pressure", lambda: pressure_step(lanes_step, args, feed_frames, emergency_fps,
                                                                       routine, routine_fps, min(total, 6.0), warm))
