@@ -319,7 +319,7 @@ def compose_analysis(app: BurnApp, fragment):
                       PostprocessOp(fragment, name=f"{chain.name}_postprocess", **common),
                       OverlayOp(fragment, name=f"{chain.name}_overlay", **common)]
         view = plan.holoviz and Lane.EMERGENCY in chain.lanes
-        sink = SinkOp(fragment, release=not results_release, hand_off=gpu and plan.fragments, view=view,
+        sink = SinkOp(fragment, release=not results_release, hand_off=plan.fragments, view=view,
                       name=f"{chain.name}_sink", **common)
         for upstream, downstream in zip(stages, stages[1:] + [sink]):
             fragment.add_flow(upstream, downstream)
@@ -341,7 +341,7 @@ def compose_display(app: BurnApp, fragment) -> dict:
     plan = app.plan
     release = plan.device.startswith("cuda") and not plan.fragments
     results = {c.name: ResultsOp(fragment, recorder=plan.results, runtimes=c.runtimes if release else None,
-                                 name=f"{c.name}_results") for c in app.chains}
+                                 remote=plan.fragments, name=f"{c.name}_results") for c in app.chains}
     for op in results.values():
         fragment.add_operator(op)
     app.parts["display"] = results

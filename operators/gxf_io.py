@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 from holoscan.core import Operator
 
-from holoburn.processing.frame import Frame
+from holoburn.processing.frame import IMAGE, Frame, frame_message
 
 INDEX_ENTRY_BYTES = 24  # one entry of a .gxf_index file per recorded frame (seen with Holoscan 4.6)
 
 
 class TensorToFrameOp(Operator):
-    """Replayed tensor (H, W, 3|4) uint8 -> Frame with source id, index and timestamp."""
+    """Replayed tensor (H, W, 3|4) uint8 -> a frame's tensor map with its record (source id, index,
+    timestamp), as every source emits."""
 
     def __init__(self, fragment, *args, source_id: str, fps: float, **kwargs):
         self.source_id, self.fps = source_id, fps
@@ -26,7 +27,7 @@ class TensorToFrameOp(Operator):
         tensors = op_input.receive("in")
         image, status = tensor_to_rgb(tensors)
         frame = Frame.of(self.source_id, self.count, self.count / self.fps, image, status=status, source_fps=self.fps)
-        op_output.emit(frame, "out")
+        op_output.emit(frame_message(frame), "out")
         self.count += 1
 
 
@@ -41,16 +42,17 @@ def tensor_to_rgb(tensors) -> tuple:
 
 
 class FrameToTensorOp(Operator):
-    """Frame -> {"": (H, W, 3) uint8} for VideoStreamRecorderOp; frames without a picture are skipped."""
+    """A source's tensor map -> {"": (H, W, 3) uint8} for VideoStreamRecorderOp (the picture
+    alone, as Holoscan devices record it); frames without a picture are skipped."""
 
     def setup(self, spec):
         spec.input("in")
         spec.output("out")
 
     def compute(self, op_input, op_output, context):
-        frame: Frame = op_input.receive("in")
-        if frame.image is not None:
-            op_output.emit({"": np.ascontiguousarray(frame.image)}, "out")
+        message = op_input.receive("in")
+        if IMAGE in message:
+            op_output.emit({"": message[IMAGE]}, "out")
 
 
 def recorded_frames(directory, basename) -> int:

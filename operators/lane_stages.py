@@ -15,6 +15,7 @@ import time
 from holoscan.core import ConditionType, IOSpec, Operator
 
 from holoburn.clinical.errors import BackendFailure
+from holoburn.processing.frame import result_message
 from holoburn.processing.lanes import Feedback
 from holoburn.processing.recorder import to_host
 from holoburn.processing.runtime import LaneBatch
@@ -121,11 +122,14 @@ class SinkOp(LaneStageOp):
     def __init__(self, fragment, *args, release: bool = True, hand_off: bool = False, view: bool = False, **kwargs):
         self.release = release
         self.hand_off = hand_off
+        self.batch_size = max(r.policy.batch_size for r in kwargs["runtimes"].values() if r is not None) \
+            if hand_off else 1
         self.view = view
         super().__init__(fragment, *args, **kwargs)
 
     def outputs(self, spec):
-        spec.output("out")
+        # across processes a batch leaves as one message per frame: room for a whole batch
+        spec.output("out").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=max(1, self.batch_size))
         spec.output("feedback")
         if self.view:
             spec.output("view").condition(ConditionType.NONE)
@@ -145,13 +149,15 @@ class SinkOp(LaneStageOp):
             frame.extra["backend"] = runtime.backend_info  # the results writer may be in another process
         for frame in batch.live:
             frame.stage_ms[self.stage] = (batch.done_ns - started) / 1e6
-        if self.hand_off:
-            for frame in batch.live:
-                frame.mask, frame.overlay, frame.logits = to_host(frame.mask), to_host(frame.overlay), to_host(frame.logits)
+        if self.hand_off:  # the results writer is in another process: each frame as tensors, on the host
+            for frame in batch.frames:
+                frame.mask, frame.overlay = to_host(frame.mask), to_host(frame.overlay)
+                op_output.emit(result_message(frame, runtime.backend_info), "out")
         if self.release:
             runtime.release(batch)
         outcomes = tuple((f.source, f.index, f.findings["triage"]) for f in batch.live if f.ok and f.findings)
         op_output.emit(Feedback(credit=batch.gated, outcomes=outcomes), "feedback")
         if self.view and not batch.failed and batch.live:
             op_output.emit(batch, "view")
-        op_output.emit(batch, "out")
+        if not self.hand_off:
+            op_output.emit(batch, "out")

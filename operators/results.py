@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from holoscan.core import IOSpec, Operator
 
+from holoburn.processing.frame import frame_from_result
 from holoburn.processing.runtime import LaneBatch
 
 
@@ -13,15 +14,20 @@ class ResultsOp(Operator):
     """recorder: anything with add(frame, done_ns, trace, gpu_ms). runtimes: queue lane -> lane
     runtime, whose buffer set this operator releases (None: the sink released it)."""
 
-    def __init__(self, fragment, *args, recorder, runtimes: dict | None = None, **kwargs):
+    def __init__(self, fragment, *args, recorder, runtimes: dict | None = None, remote: bool = False, **kwargs):
         self.recorder = recorder
         self.runtimes = runtimes
+        self.remote = remote  # the lanes run in another process: frames come one by one, as tensors
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec):
         spec.input("in").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=4)
 
     def compute(self, op_input, op_output, context):
+        if self.remote:
+            frame = frame_from_result(op_input.receive("in"))
+            self.recorder.add(frame, None)
+            return
         batch: LaneBatch = op_input.receive("in")
         for frame in batch.frames:
             self.recorder.add(frame, batch.done_ns, batch.trace, batch.gpu_ms)

@@ -1,4 +1,5 @@
-"""source: one Frame per picture a reader delivers (video file, camera, DICOM, frames in memory)."""
+"""source: one frame per picture a reader delivers (video file, camera, DICOM, frames in memory),
+emitted as a tensor map (processing.frame.frame_message: the pixels and the frame's record)."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ import time
 from holoscan.core import Operator
 
 from holoburn.media.video import VideoError
-from holoburn.processing.frame import OK, Frame
+from holoburn.processing.frame import OK, Frame, frame_message
 
 log = logging.getLogger("holoburn.source")
 
@@ -74,12 +75,10 @@ class FrameSourceOp(Operator):
         ts = (ts or 0.0) + self._loop_offset_s
         if self.realtime and status == OK:
             self._pace(ts)
-        about = self.reader.frame_extra() if hasattr(self.reader, "frame_extra") else {}  # DICOM: de-identified
+        origin = self.reader.frame_extra() if hasattr(self.reader, "frame_extra") else None  # DICOM: de-identified
         frame = Frame.of(self.source_id, self.emitted, ts, image, status=status, source_fps=self.reader.fps or 0.0,
-                         origin=about)
-        if "dataset" in about:  # the de-identified header, for the DICOM results export
-            frame.extra["dataset"] = about["dataset"]
-        op_output.emit(frame, "out")
+                         origin=origin)
+        op_output.emit(frame_message(frame), "out")
         self.emitted += 1
         self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from holoscan.core import ConditionType, IOSpec, Operator
 
 from holoburn.clinical.triage import Lane, LaneRouter
-from holoburn.processing.frame import Frame
+from holoburn.processing.frame import Frame, frame_from_message
 from holoburn.processing.lanes import UNSERVED_AT_STOP, Feedback, LaneBoard
 from holoburn.processing.runtime import LaneBatch
 
@@ -87,9 +87,9 @@ class TriageOp(Operator):
             while (feedback := op_input.receive(f"feedback_{name}")) is not None:
                 self.take_feedback(feedback, chain)
         for i in range(self.n_inputs):
-            while (frame := op_input.receive(f"in{i}")) is not None:
+            while (message := op_input.receive(f"in{i}")) is not None:
                 self.received += 1
-                self.route(frame, op_output)
+                self.route(frame_from_message(message), op_output)
                 if not self.gated:
                     break
         if self.gated:

@@ -7,9 +7,12 @@ dropped always holds and nothing is lost silently.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 OK = "ok"
 NO_SIGNAL = "no_signal"  # a live source delivered no picture (camera lost); shown, counted as dropped
@@ -79,3 +82,76 @@ class Frame:
             self.status = reason
         self.image = self.logits = self.overlay = None
         return self
+
+
+# ----------------------------------------------------------------------------- messages
+#
+# Between operators a frame travels as a Holoscan tensor map: its pixels as a tensor (host or
+# device, no copy) and its record as a small tensor of UTF-8 JSON bytes, so that a frame crosses
+# from one fragment (process, host) to another as tensors, never as a pickled Python object.
+# (Holoscan's metadata would be the natural place for the record, but metadata set from Python
+# does not cross fragments: measured with Holoscan 4.6.)
+
+IMAGE, RECORD, MASK, OVERLAY = "image", "record", "mask", "overlay"
+
+
+def _json_tensor(value) -> np.ndarray:
+    return np.frombuffer(bytearray(json.dumps(value, separators=(",", ":")).encode()), np.uint8)  # writable: DLPack
+
+
+def _from_json_tensor(tensor):
+    return json.loads(np.asarray(tensor).tobytes().decode())
+
+
+def _info_record(frame: "Frame") -> dict:
+    info = frame.info
+    return {"source": info.source, "index": info.index, "timestamp_s": info.timestamp_s,
+            "source_fps": info.source_fps, "entered_ns": info.entered_ns, "origin": [list(p) for p in info.origin],
+            "status": frame.status}
+
+
+def _info_of(record: dict) -> FrameInfo:
+    return FrameInfo(record["source"], record["index"], record["timestamp_s"], record["source_fps"],
+                     record["entered_ns"], tuple(tuple(p) for p in record["origin"]))
+
+
+def frame_message(frame: "Frame") -> dict:
+    """A source's frame as a tensor map: `image` (H, W, 3) uint8 when there is a picture, `record`."""
+    message = {RECORD: _json_tensor(_info_record(frame))}
+    if frame.image is not None:
+        message[IMAGE] = frame.image
+    return message
+
+
+def frame_from_message(message) -> "Frame":
+    """The Frame a source's tensor map describes (its pixels are the tensor's, not a copy)."""
+    record = _from_json_tensor(message[RECORD])
+    image = message[IMAGE] if IMAGE in message else None
+    if image is not None and not isinstance(image, np.ndarray) and hasattr(image, "__array_interface__"):
+        image = np.asarray(image)  # a host tensor: a NumPy view of its memory
+    elif image is not None and hasattr(image, "__cuda_array_interface__") and not type(image).__module__.startswith("cupy"):
+        import cupy
+
+        image = cupy.asarray(image)  # a device tensor: a CuPy view of its memory
+    return Frame(_info_of(record), image=image, status=record["status"])
+
+
+def result_message(frame: "Frame", backend: dict) -> dict:
+    """A finished frame as a tensor map for a results writer in another process: `record`
+    (record, lane, findings, stage times, backend), `mask` and `overlay` (host tensors)."""
+    record = {**_info_record(frame), "lane": frame.lane, "findings": frame.findings, "stage_ms": frame.stage_ms,
+              "backend": backend, "queue_lane": frame.extra.get("queue_lane")}
+    message = {RECORD: _json_tensor(record)}
+    for name, array in ((MASK, frame.mask), (OVERLAY, frame.overlay)):
+        if array is not None:
+            message[name] = array
+    return message
+
+
+def frame_from_result(message) -> "Frame":
+    record = _from_json_tensor(message[RECORD])
+    frame = Frame(_info_of(record), status=record["status"], lane=record["lane"], findings=record["findings"],
+                  stage_ms=record["stage_ms"], extra={"backend": record["backend"], "queue_lane": record["queue_lane"]})
+    frame.mask = np.asarray(message[MASK]) if MASK in message else None
+    frame.overlay = np.asarray(message[OVERLAY]) if OVERLAY in message else None
+    return frame

@@ -51,3 +51,24 @@ def test_baseline_drop_fails_the_run(tmp_path, tiny_card, red_green_video):
     assert "DRIFT" in worse.stdout
     metrics = json.loads((tmp_path / "worse" / "metrics.json").read_text())
     assert metrics["baseline"]["drops"]
+
+
+def test_validate_measures_the_masks_run_gives(tmp_path):
+    """One graph: `validate` scores exactly the masks `run` produces on the same video (the shipped
+    model on the bundled sample, whose depth boundaries make any difference in resampling or
+    threading show)."""
+    from holoburn.app.run.command import sample_video
+
+    video = sample_video()
+    masks = {}
+    for command, extra in (("run", []), ("validate", ["--masks", video.parent / "masks", "--no-auc"])):
+        config = tmp_path / f"{command}.yaml"
+        config.write_text(f"results:\n  save_masks: {tmp_path / command / 'masks'}\n")
+        result = holoburn(command, "--source", f"video:{video}", "--max-frames", 15, "--config", config,
+                          "--out", tmp_path / command, *extra)
+        assert result.returncode == 0, result.stderr
+        masks[command] = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+                          for p in sorted((tmp_path / command / "masks").glob("*.png"))]
+    assert len(masks["run"]) == len(masks["validate"]) == 15
+    assert all(np.array_equal(a, b) for a, b in zip(masks["run"], masks["validate"]))
+    assert any(len(np.unique(m)) > 2 for m in masks["run"])  # real depth maps, not an empty picture

@@ -28,6 +28,7 @@ class DicomReader:
         audit_path.parent.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(audit_path)
         self.uid_map = UidMap()  # one map per run: UIDs stay consistent across files
+        self._headers: dict = {}
         self._records = iter_dicom_frames(self.path, self.uid_map, self.audit, dicom["allow_burned_in"])
         self.fps = 0.0
         self.frame_count = 0  # unknown until the files are read
@@ -46,13 +47,18 @@ class DicomReader:
             self._extra = {"dicom_file": record.file_ref}
             return None, 0.0, f"dicom_{record.kind}"
         self.frames_read += 1
-        self._extra = {"dicom_source": record.source, "frame_in_file": record.index, "dicom_file": record.file_ref,
-                       "dataset": record.dataset}
+        self._extra = {"dicom_source": record.source, "frame_in_file": record.index, "dicom_file": record.file_ref}
+        # the de-identified header waits here for the results export (frames travel as tensors)
+        self._headers[(record.source, record.index)] = record.dataset
         return record.image, record.timestamp_s, "ok"
 
     def frame_extra(self) -> dict:
-        """What the last frame carries besides its pixels (the de-identified header for export)."""
+        """Where the last frame came from: de-identified instance UID, frame in file, file reference."""
         return self._extra
+
+    def take_header(self, origin: dict):
+        """The de-identified header of the frame from `origin` (frame_extra()), once; None if gone."""
+        return self._headers.pop((origin.get("dicom_source"), origin.get("frame_in_file")), None)
 
     def reopen(self) -> "DicomReader":
         return self
@@ -61,18 +67,25 @@ class DicomReader:
         self._records.close()
 
 
+#: what highdicom and pydicom raise on a header they cannot turn into a Segmentation or Secondary
+#: Capture (missing or inconsistent attributes), or a file that cannot be written
+EXPORT_FAILURES = (ValueError, TypeError, AttributeError, KeyError, IndexError, OSError)
+
+
 class DicomExporter:
     """Observer of the results writer: for each processed DICOM frame, a Segmentation of the
     burn-depth classes and a Secondary Capture of the overlay, both referencing the de-identified
     source (highdicom); exports are audited."""
 
-    def __init__(self, out_dir: Path, audit: AuditLog):
-        self.out_dir, self.audit = Path(out_dir), audit
+    def __init__(self, out_dir: Path, reader: DicomReader, source_id: str):
+        self.out_dir, self.reader, self.audit, self.source_id = Path(out_dir), reader, reader.audit, source_id
         self.written = 0
         self.failed: list[str] = []
 
     def __call__(self, frame, record) -> None:
-        dataset = frame.extra.get("dataset")
+        if frame.source != self.source_id:
+            return
+        dataset = self.reader.take_header(dict(frame.info.origin))
         if not frame.ok or dataset is None:
             return
         from holoburn.clinical.dicom_export import write_overlay_capture, write_segmentation
@@ -87,6 +100,6 @@ class DicomExporter:
                 write_overlay_capture(dataset, frame.overlay, self.out_dir / f"{frame.index:06d}_overlay.dcm",
                                       frame_index=index if frames > 1 else None, audit=self.audit)
             self.written += 1
-        except Exception as exc:  # an export failure is reported, the run goes on
+        except EXPORT_FAILURES as exc:  # an export failure is reported, the run goes on
             log.warning("DICOM export of frame %d failed: %s", frame.index, exc)
             self.failed.append(f"frame {frame.index}: {exc}")

@@ -166,7 +166,7 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
             if config["dicom"]["export"] and reader is not None and hasattr(reader, "audit"):
                 from holoburn.app.run.dicom import DicomExporter
 
-                replay.exporters.append(DicomExporter(out_dir / "dicom", reader.audit))
+                replay.exporters.append(DicomExporter(out_dir / "dicom", reader, source.source_id))
         observers += replay.exporters
         described = {"model_id": card.model_id, **(backend.describe() if backend else {})}
         results = RunRecorder(out_dir, [SourceOutput(s.source_id, getattr(s.reader, "fps", 0) or config["gxf"]["fps"],
