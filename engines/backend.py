@@ -10,7 +10,8 @@ import importlib
 import logging
 from dataclasses import dataclass
 
-from holoburn.engines.card import ModelCard
+from holoburn.clinical.errors import BackendFailure, BadConfig
+from holoburn.engines.card import ModelCard, ModelCardError
 
 log = logging.getLogger("holoburn.engines")
 
@@ -26,7 +27,7 @@ BACKEND_MODULES = {
 AUTO_ORDER = {"cuda": ("tensorrt", "tensorrt-rtx", "torch", "onnxruntime"), "cpu": ("onnxruntime",)}
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(BackendFailure):
     """The backend's runtime is not installed or cannot use this device."""
 
 
@@ -69,8 +70,6 @@ class Backend:
 
     def check_against(self, card: ModelCard) -> None:
         """Raise ModelCardError unless the model's I/O names and class count match the card."""
-        from holoburn.engines.card import ModelCardError
-
         names_in = [t.name for t in self.inputs]
         names_out = [t.name for t in self.outputs]
         if card.input_name not in names_in or card.output_name not in names_out:
@@ -93,9 +92,13 @@ def cuda_available() -> bool:
     """True when a CUDA device can be used from Python (CuPy present and a device visible)."""
     try:
         import cupy
-
+    except (ImportError, OSError):  # no CuPy, or a CuPy wheel whose CUDA libraries cannot be loaded
+        return False
+    try:
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, no driver, no device
+    except (cupy.cuda.runtime.CUDARuntimeError, ImportError, OSError):
+        # CUDARuntimeError: no driver (cudaErrorInsufficientDriver) or no device (cudaErrorNoDevice);
+        # ImportError/OSError: CuPy loads the CUDA runtime library at the first call, and it can be missing
         return False
 
 
@@ -111,7 +114,7 @@ def _onnxruntime_has_cuda() -> bool:
 def open_backend(card: ModelCard, name: str = "auto", precision: str = "fp32", device: str | None = None, **options) -> Backend:
     """Open `name` (or the best present for the device when `auto`) for `card` at `precision`."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise BadConfig(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if device is None:
         device = "cuda" if cuda_available() and (name != "onnxruntime" or _onnxruntime_has_cuda()) else "cpu"
     if name == "auto":
@@ -128,7 +131,7 @@ def open_backend(card: ModelCard, name: str = "auto", precision: str = "fp32", d
             return backend
         raise BackendUnavailable("no backend could run this model: " + "; ".join(reasons))
     if name not in BACKEND_MODULES:
-        raise ValueError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKEND_MODULES)}")
+        raise BadConfig(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKEND_MODULES)}")
     try:
         module = importlib.import_module(f"{__package__}.{BACKEND_MODULES[name]}")
     except ModuleNotFoundError as exc:

@@ -1,17 +1,29 @@
-"""Model cards: the YAML beside every model that says what goes in, what comes out and what it is for."""
+"""Model cards: the YAML beside every model that says what goes in, what comes out and what it is for.
+
+`sensitive_layers` entries are ONNX node names or shell-style patterns (`/decoder/head*`) that
+every conversion (FP16, INT8, TensorRT 10 precision pinning) keeps in float32; `resolve_layers`
+turns them into node names, and an entry that matches no node is an error, so a renamed layer
+cannot silently lose its protection.
+
+Layering inside engines/: this module imports nothing of engines/; every other module may import it.
+"""
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import yaml
+
+from holoburn.clinical.errors import BadInput
 
 DEFAULT_CARD = Path(__file__).parent / "models" / "burn_unet_v1.yaml"
 REQUIRED_KEYS = ("model_id", "onnx", "input", "output", "classes", "normalisation", "intended_use")
 
 
-class ModelCardError(ValueError):
+class ModelCardError(BadInput):
     """A model card or its model file is missing, malformed or does not match."""
 
 
@@ -91,3 +103,20 @@ def load_card(path: str | Path | None = None) -> ModelCard:
     if not card.onnx_path.is_file():
         raise ModelCardError(f"model file {card.onnx_path} named by card {path} does not exist")
     return card
+
+
+def resolve_layers(model, patterns: Iterable[str], card: ModelCard | None = None) -> list[str]:
+    """Node names of `model` (an onnx.ModelProto) matched by `patterns` (names or fnmatch patterns), in pattern order."""
+    names = [n.name for n in model.graph.node if n.name]
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            where = f"card {card.path}" if card is not None else "the sensitive layer list"
+            sample = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+            raise ModelCardError(
+                f"{where} names sensitive layer {pattern!r}, but model {card.onnx_path if card else ''} has no such node "
+                f"(nodes: {sample}); fix sensitive_layers in the card"
+            )
+        chosen.extend(h for h in hits if h not in chosen)
+    return chosen

@@ -10,8 +10,11 @@ truth cannot be checked and refuses too (unless the strategy says otherwise), so
 set never passes by default. Background and healthy skin are reported, not gated.
 
 Held-out sets are directories: frames as a video (e.g. `frames.mp4`), a `frames/` folder or image
-files, plus a `masks/` folder of single-channel PNG class masks (uint8 class indices) in the same
-order as the frames.
+files (read by frames.py), plus a `masks/` folder of single-channel PNG class masks (uint8 class
+indices) in the same order as the frames.
+
+Layering inside engines/: gate imports card.py, frames.py and cache.py (to write its report);
+precision.py calls it, and it never imports precision.py or quantize.py (a strategy is passed in).
 """
 from __future__ import annotations
 
@@ -24,12 +27,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_NAMES
+from holoburn.clinical.errors import BadInput
 from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
 from holoburn.engines.card import ModelCard
+from holoburn.engines.frames import FrameSetError, iter_frames_rgb
 from holoburn.processing.preprocess import prepare_input, restore_mask
 
 
-class HoldoutError(ValueError):
+class HoldoutError(BadInput):
     """The held-out set is missing, empty or inconsistent."""
 
 
@@ -40,8 +45,6 @@ def load_labelled_set(path: str | Path, limit: int | None = None) -> list[tuple[
     """
     import cv2
 
-    from holoburn.engines.quantize import CalibrationError, iter_frames_rgb
-
     path = Path(path)
     masks_dir = path / "masks"
     if not masks_dir.is_dir():
@@ -49,15 +52,15 @@ def load_labelled_set(path: str | Path, limit: int | None = None) -> list[tuple[
     mask_files = sorted(p for p in masks_dir.iterdir() if p.suffix.lower() == ".png")
     try:
         frames = list(iter_frames_rgb(path))
-    except CalibrationError as exc:
+    except FrameSetError as exc:
         raise HoldoutError(f"held-out set {path}: {exc}") from None
     if len(frames) != len(mask_files):
-        raise HoldoutError(f"held-out set {path}: {len(frames)} frames but {len(mask_files)} masks in {masks_dir}")
+        raise HoldoutError(f"held-out set {path}: {len(frames)} frames but {len(mask_files)} masks in {masks_dir}; give one mask per frame, in frame order")
     pairs = []
     for frame, mask_file in zip(frames, mask_files):
         mask = cv2.imread(str(mask_file), cv2.IMREAD_UNCHANGED)
         if mask is None or mask.ndim != 2:
-            raise HoldoutError(f"mask {mask_file} is not a single-channel PNG of class indices")
+            raise HoldoutError(f"mask {mask_file} is not a single-channel PNG of class indices (uint8, one value per pixel)")
         if mask.shape != frame.shape[:2]:
             raise HoldoutError(f"mask {mask_file} is {mask.shape[1]}x{mask.shape[0]} but its frame is {frame.shape[1]}x{frame.shape[0]}")
         pairs.append((frame, mask.astype(np.uint8)))

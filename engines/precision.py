@@ -9,12 +9,14 @@ Converted models live in the engine cache (cache.py), never beside the model, an
 pass the accuracy gate (gate.py) against FP32 on a held-out set. `model_for_precision` only looks
 them up; `build_precision_model` converts, gates and stores.
 
-`sensitive_layers` entries are ONNX node names or shell-style patterns (`/decoder/head*`); an entry
-that matches no node is an error, so a renamed layer cannot silently lose its protection.
+The card's `sensitive_layers` (resolved by card.resolve_layers) stay float32 in both.
+
+Layering inside engines/: precision is the top of the conversion chain. It imports card.py and
+cache.py, quantize.py (strategy, INT8) and gate.py (the verdict); none of those imports it back.
+Backends (onnxruntime_backend, tensorrt_backend) and toolchain.py import it.
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import logging
@@ -25,40 +27,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from holoburn.engines.card import ModelCard, ModelCardError
+from holoburn.clinical.errors import BadConfig, BadInput, HoloburnError
+from holoburn.engines.card import ModelCard, resolve_layers
 
 log = logging.getLogger("holoburn.engines.precision")
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-class PrecisionModelMissing(RuntimeError):
-    """No accepted (gated) model at this precision in the cache: build it with `holoburn engine build`."""
+class PrecisionModelMissing(BadInput):
+    """No accepted (gated) model at this precision in the cache: the user must build it with
+    `holoburn engine build` (the message gives the command)."""
 
 
-class GateRefused(RuntimeError):
-    """A converted model lost more accuracy than the gate allows; nothing was cached."""
+class GateRefused(HoloburnError):
+    """A converted model lost more accuracy than the gate allows; nothing was cached.
+
+    `report` is the gate.GateReport (its table says which burn class failed).
+    """
+
+    exit_code = 3  # `holoburn engine build` exits 3 on a refusal (toolchain.EXIT_REFUSED)
 
     def __init__(self, message: str, report):
         super().__init__(message)
         self.report = report
-
-
-def resolve_layers(model, patterns: Iterable[str], card: ModelCard | None = None) -> list[str]:
-    """Node names of `model` (an onnx.ModelProto) matched by `patterns` (names or fnmatch patterns)."""
-    names = [n.name for n in model.graph.node if n.name]
-    chosen: list[str] = []
-    for pattern in patterns:
-        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            where = f"card {card.path}" if card is not None else "the sensitive layer list"
-            sample = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
-            raise ModelCardError(
-                f"{where} names sensitive layer {pattern!r}, but model {card.onnx_path if card else ''} has no such node "
-                f"(nodes: {sample}); fix sensitive_layers in the card"
-            )
-        chosen.extend(h for h in hits if h not in chosen)
-    return chosen
 
 
 def _fix_fp16_outputs(model, original_output_types: dict) -> None:
@@ -159,7 +151,7 @@ def converted_key(card: ModelCard, precision: str, strategy=None):
 def model_for_precision(card: ModelCard, precision: str, cache=None, strategy=None) -> Path:
     """The ONNX file for `card` at `precision`: the card's own for fp32, else an accepted one from the cache."""
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise BadConfig(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return card.onnx_path
     from holoburn.engines.cache import EngineCache
@@ -215,7 +207,7 @@ def build_precision_model(
     if precision == "fp32":
         return PrecisionBuild(card.onnx_path, None, True, 0.0, None)
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise BadConfig(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     strategy = strategy or load_strategy()
     cache = cache if isinstance(cache, EngineCache) else EngineCache(cache)
     key = converted_key(card, precision, strategy)

@@ -8,9 +8,11 @@ symmetric INT8 (zero point 0) for activations and weights, per-channel weight sc
 in float (TensorRT rejects an int32 DequantizeLinear), and the card's sensitive layers (plus the
 stem, where the domain asks for it) left unquantized.
 
-Calibration frames are (H, W, 3) uint8 RGB from a directory of PNG/JPEG files or a video (or a
-directory holding one video, as `holoburn synth` writes), put through `prepare_input`, the exact
-preprocessing of the pipeline.
+Calibration frames are (H, W, 3) uint8 RGB (read from disk by frames.py), put through
+`prepare_input`, the exact preprocessing of the pipeline.
+
+Layering inside engines/: quantize imports only card.py (the card and its sensitive layers);
+precision.py calls it to make the INT8 model, and gate.py never needs it.
 """
 from __future__ import annotations
 
@@ -20,24 +22,23 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import yaml
 
-from holoburn.engines.card import ModelCard
+from holoburn.clinical.errors import BadInput
+from holoburn.engines.card import ModelCard, resolve_layers
 from holoburn.processing.preprocess import prepare_input
 
 log = logging.getLogger("holoburn.engines.quantize")
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "quantization.yaml"
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 
 
-class CalibrationError(ValueError):
-    """Calibration data or a quantization strategy is missing or unusable."""
+class CalibrationError(BadInput):
+    """Calibration frames or a quantization strategy (configs/quantization.yaml) are missing or unusable."""
 
 
 @dataclass(frozen=True)
@@ -116,81 +117,7 @@ def load_strategy(domain: str | None = None, config_path: str | Path | None = No
     )
 
 
-# -- frames ------------------------------------------------------------------------------------
-def _video_in(directory: Path) -> Path | None:
-    videos = sorted(p for p in directory.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    return videos[0] if videos else None
-
-
-def _images_in(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_image_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise CalibrationError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def iter_video_rgb(path: Path) -> Iterator[np.ndarray]:
-    import cv2
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise CalibrationError(f"cannot open video {path}")
-    try:
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
-
-
-def frame_paths_or_video(path: str | Path) -> tuple[list[Path], Path | None]:
-    """Resolve a frame source: (image files, None) or ([], video file)."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            return [], path
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            return [path], None
-        raise CalibrationError(f"{path} is neither a video ({', '.join(VIDEO_SUFFIXES)}) nor an image")
-    if not path.is_dir():
-        raise CalibrationError(f"calibration frames not found: {path} (give a directory of PNG/JPEG frames or a video)")
-    for sub in (path, path / "frames"):
-        if sub.is_dir():
-            images = _images_in(sub)
-            if images:
-                return images, None
-    video = _video_in(path)
-    if video is not None:
-        return [], video
-    raise CalibrationError(f"no frames in {path}: expected PNG/JPEG files, a frames/ folder or a video")
-
-
-def iter_frames_rgb(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
-    """(H, W, 3) uint8 RGB frames from `path`; with `limit`, that many evenly spaced frames."""
-    images, video = frame_paths_or_video(path)
-    if images:
-        chosen = images
-        if limit and len(images) > limit:
-            chosen = [images[int(i)] for i in np.linspace(0, len(images) - 1, limit).round()]
-        for image in chosen:
-            yield read_image_rgb(image)
-        return
-    frames = list(iter_video_rgb(video))
-    if not frames:
-        raise CalibrationError(f"video {video} has no readable frames")
-    if limit and len(frames) > limit:
-        frames = [frames[int(i)] for i in np.linspace(0, len(frames) - 1, limit).round()]
-    yield from frames
-
-
+# -- calibration -------------------------------------------------------------------------------
 def calibration_batches(frames: Iterable[np.ndarray], card: ModelCard, input_name: str | None = None) -> list[dict]:
     """Frames -> ONNX Runtime feeds {input: (1, 3, S, S) float32}, through the pipeline's preprocessing."""
     name = input_name or card.input_name
@@ -199,7 +126,7 @@ def calibration_batches(frames: Iterable[np.ndarray], card: ModelCard, input_nam
         model_input, _ = prepare_input(np.asarray(frame), card.input_size, card.mean, card.std)
         feeds.append({name: model_input})
     if not feeds:
-        raise CalibrationError("no calibration frames")
+        raise CalibrationError("no calibration frames: give INT8 a frame set (--calib DIR of PNG/JPEG frames or a video)")
     return feeds
 
 
@@ -258,8 +185,6 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
     import onnxruntime
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from holoburn.engines.precision import resolve_layers
 
     methods = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     feeds = calibration_batches(frames, card)

@@ -50,8 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
+from holoburn.clinical.errors import BackendFailure, BadConfig
 from holoburn.engines.backend import Backend, BackendUnavailable, TensorInfo, cuda_available
-from holoburn.engines.card import ModelCard, file_sha256
+from holoburn.engines.card import ModelCard, file_sha256, resolve_layers
 
 log = logging.getLogger("holoburn.engines.tensorrt")
 
@@ -66,7 +67,7 @@ MIN_SIDE, MAX_SIDE = 224, 1024
 def import_trt(flavour: str):
     """The TensorRT module of `flavour`, or BackendUnavailable saying how to install it."""
     if flavour not in FLAVOURS:
-        raise ValueError(f"unknown TensorRT flavour {flavour!r}; choose {' or '.join(FLAVOURS)}")
+        raise BadConfig(f"unknown TensorRT flavour {flavour!r}; choose {' or '.join(FLAVOURS)}")
     try:
         return importlib.import_module(FLAVOURS[flavour])
     except (ImportError, OSError) as exc:  # OSError: the wheel is there but its libraries are not loadable
@@ -128,9 +129,9 @@ class Profile:
 
     def __post_init__(self):
         if not (0 < self.min_side <= self.opt_side <= self.max_side):
-            raise ValueError(f"profile needs min <= opt <= max per side, got {self.min_side}:{self.opt_side}:{self.max_side}")
+            raise BadConfig(f"--profile {self.min_side}:{self.opt_side}:{self.max_side}: needs 0 < MIN <= OPT <= MAX pixels per side, e.g. 224:512:1024")
         if not (1 <= self.opt_batch <= self.max_batch):
-            raise ValueError(f"profile needs 1 <= opt batch <= max batch, got {self.opt_batch}..{self.max_batch}")
+            raise BadConfig(f"profile batch {self.opt_batch}..{self.max_batch}: needs 1 <= opt batch <= --max-batch")
 
     @classmethod
     def parse(cls, text: str | None, card: ModelCard | None = None, max_batch: int = 1) -> "Profile":
@@ -140,7 +141,7 @@ class Profile:
             return cls(min(MIN_SIDE, opt), opt, max(MAX_SIDE, opt), max_batch, 1)
         match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*:\s*(\d+)\s*", text)
         if not match:
-            raise ValueError(f"--profile {text!r}: expected MIN:OPT:MAX pixels per side, e.g. 224:512:1024")
+            raise BadConfig(f"--profile {text!r}: expected MIN:OPT:MAX pixels per side, e.g. 224:512:1024")
         return cls(*(int(v) for v in match.groups()), max_batch, 1)
 
     @property
@@ -240,7 +241,7 @@ def build_serialized(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)).splitlines()[0] for i in range(parser.num_errors))
-        raise RuntimeError(f"{flavour} could not parse {onnx_path}: {errors}")
+        raise BackendFailure(f"{flavour} could not parse {onnx_path}: {errors}; check that the model exports with ONNX opsets {flavour} supports")
     config = builder.create_builder_config()
     if gen == "10":
         if precision in ("fp16", "int8"):
@@ -263,7 +264,7 @@ def build_serialized(
             capability = getattr(trt.ComputeCapability, target.upper(), None)
             if capability is None:
                 known = [n for n in dir(trt.ComputeCapability) if n.startswith("SM")]
-                raise ValueError(f"unknown compute capability {target!r} for TensorRT-RTX; choose one of {', '.join(known)}")
+                raise BadConfig(f"--target {target!r}: unknown compute capability for TensorRT-RTX; choose one of {', '.join(known)}")
             config.num_compute_capabilities = 1
             config.set_compute_capability(capability, 0)
         elif cuda_available():
@@ -285,7 +286,7 @@ def build_serialized(
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         detail = "; ".join(logger.errors[-3:]) or "see the log above"
-        raise RuntimeError(f"{flavour} {trt.__version__} failed to build an engine from {onnx_path}: {detail}")
+        raise BackendFailure(f"{flavour} {trt.__version__} failed to build an engine from {onnx_path}: {detail}")
     log.info("%s %s engine built in %.2f s (%d bytes, profile %s)", flavour, precision, time.perf_counter() - started, plan.nbytes, profile.label)
     if timing is not None:
         atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
@@ -316,7 +317,7 @@ def engine_key(onnx_path: Path, flavour: str, precision: str, profile: Profile, 
 
 def onnx_for_engine(card: ModelCard, flavour: str, precision: str, cache=None, strategy=None) -> tuple[Path, list[str]]:
     """(ONNX to build from, layers to pin to FP32) for this TensorRT generation and precision."""
-    from holoburn.engines.precision import model_for_precision, resolve_layers
+    from holoburn.engines.precision import model_for_precision
 
     trt = import_trt(flavour)
     # Only a precision whose converted ONNX passed the accuracy gate may be built (raises
@@ -448,7 +449,7 @@ class TensorRTBackend(Backend):
         else:
             self.context = self.engine.create_execution_context(strategy)
         if self.context is None:
-            raise RuntimeError(f"{flavour} could not create an execution context (out of GPU memory?)")
+            raise BackendFailure(f"{flavour} could not create an execution context (out of GPU memory?); free GPU memory or run fewer lanes")
         size = getattr(self.engine, "device_memory_size_v2", None) or self.engine.device_memory_size
         # Scratch for the largest shape of the profile, allocated once here (or by the caller's pool).
         self._scratch = scratch_allocator(size) if scratch_allocator else cupy.cuda.alloc(max(size, 256))
@@ -466,7 +467,7 @@ class TensorRTBackend(Backend):
         if shape not in self._buffers:
             cupy, trt = self._cupy, self._trt
             if not self.context.set_input_shape(self._input_name, shape):
-                raise ValueError(f"input shape {shape} is outside the engine's optimization profile")
+                raise BackendFailure(f"{self.name} engine: input shape {shape} is outside its optimization profile; rebuild it with a --profile that covers it")
             out_shape = tuple(self.context.get_tensor_shape(self._output_name))
             out_dtype = trt.nptype(self.engine.get_tensor_dtype(self._output_name))
             self._buffers[shape] = (cupy.empty(shape, cupy.float32), cupy.empty(out_shape, out_dtype))
@@ -495,7 +496,7 @@ class TensorRTBackend(Backend):
             self.context.set_tensor_address(self._input_name, int(source.data.ptr))
             self.context.set_tensor_address(self._output_name, int(output.data.ptr))
             if not self.context.execute_async_v3(handle):
-                raise RuntimeError(f"{self.name} execute_async_v3 failed for input shape {shape}")
+                raise BackendFailure(f"{self.name} execute_async_v3 failed for input shape {shape}")
             if on_device:
                 return output
             result = cupy.asnumpy(output).astype(np.float32, copy=False)
@@ -513,8 +514,8 @@ class TensorRTBackend(Backend):
         self.context = self.engine = None
 
 
-class EngineCorrupt(RuntimeError):
-    """A cached engine could not be deserialized."""
+class EngineCorrupt(BackendFailure):
+    """A cached engine could not be deserialized (`open` rebuilds it once)."""
 
 
 def open(card: ModelCard, precision: str = "fp32", device: str = "cuda", flavour: str = "tensorrt", *, cache_dir=None, profile: str | Profile | None = None, max_batch: int = 1, target: str | None = None, scratch_allocator=None, stream=None, strategy=None, **_):

@@ -25,9 +25,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from holoburn.clinical.errors import BackendFailure, BadConfig, BadInput
 from holoburn.engines.backend import PRECISIONS, BackendUnavailable, cuda_available
 from holoburn.engines.cache import EngineCache, cache_root
-from holoburn.engines.card import ModelCardError, load_card
+from holoburn.engines.card import load_card
 
 log = logging.getLogger("holoburn.engines.toolchain")
 
@@ -109,7 +110,7 @@ def build(
     from holoburn.engines.quantize import load_strategy
 
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise BadConfig(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     started = time.perf_counter()
     backend = pick_build_backend(backend)
     strategy = strategy or load_strategy()
@@ -231,9 +232,10 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _cmd_build(args) -> int:
-    from holoburn.engines.gate import HoldoutError, load_labelled_set
-    from holoburn.engines.precision import GateRefused, PrecisionModelMissing
-    from holoburn.engines.quantize import CalibrationError, iter_frames_rgb, load_strategy
+    from holoburn.engines.frames import iter_frames_rgb
+    from holoburn.engines.gate import load_labelled_set
+    from holoburn.engines.precision import GateRefused
+    from holoburn.engines.quantize import CalibrationError, load_strategy
 
     if not logging.getLogger().handlers:  # show conversion and engine-build progress
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -253,9 +255,6 @@ def _cmd_build(args) -> int:
             cache=args.cache_dir, profile=args.profile, max_batch=args.max_batch, target=args.target,
             force=args.force, threads=args.threads,
         )
-    except PrecisionModelMissing as exc:
-        print(f"holoburn engine build: {exc}", file=sys.stderr)
-        return EXIT_INPUT
     except GateRefused as exc:
         print(exc.report.to_markdown(), file=sys.stdout)
         print(f"holoburn engine build: REFUSED: {args.precision} model of {card.model_id} lost more than "
@@ -263,9 +262,6 @@ def _cmd_build(args) -> int:
               f"Try another --calibration-method or --domain, or add the failing layers to sensitive_layers in {card.path}.",
               file=sys.stderr)
         return EXIT_REFUSED
-    except HoldoutError as exc:
-        print(f"holoburn engine build: {exc}", file=sys.stderr)
-        return EXIT_INPUT
     if args.json:
         print(json.dumps(outcome.to_json(), indent=1))
     else:
@@ -389,19 +385,21 @@ def _cmd_clear(args) -> int:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    """Run `holoburn engine <command>` from parsed arguments; returns the exit code."""
-    from holoburn.engines.quantize import CalibrationError
+    """Run `holoburn engine <command>` from parsed arguments; returns the exit code (module doc).
 
+    Declared errors (clinical/errors.py) become a message and an exit code; anything else is a
+    defect and keeps its traceback.
+    """
     commands = {"build": _cmd_build, "list": _cmd_list, "verify": _cmd_verify, "clear": _cmd_clear}
     try:
         return commands[args.engine_command](args)
-    except (ModelCardError, CalibrationError, ValueError) as exc:
+    except BadInput as exc:  # card, frames, held-out set, strategy, options, a precision not built yet
         print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    except BackendUnavailable as exc:
+    except BackendUnavailable as exc:  # before BackendFailure: "not here" (4) is not "failed" (1)
         print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except RuntimeError as exc:
+    except BackendFailure as exc:
         print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
 

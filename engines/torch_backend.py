@@ -21,6 +21,7 @@ import logging
 
 import numpy as np
 
+from holoburn.clinical.errors import BadConfig
 from holoburn.engines.backend import Backend, BackendUnavailable, TensorInfo
 from holoburn.engines.card import ModelCard, ModelCardError
 
@@ -61,7 +62,7 @@ class TorchBackend(Backend):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable(f"this PyTorch ({torch.__version__}) sees no CUDA device")
         if mode not in ("eager", "graph"):
-            raise ValueError(f"torch backend mode must be eager or graph, got {mode!r}")
+            raise BadConfig(f"torch backend mode must be eager or graph, got {mode!r}")
         arch = card.raw.get("architecture") or {}
         if arch.get("name", "BurnUNet") != "BurnUNet":
             raise ModelCardError(f"card {card.path}: the torch backend builds only BurnUNet, not {arch.get('name')!r}")

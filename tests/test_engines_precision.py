@@ -11,6 +11,7 @@ import onnx
 import pytest
 
 from holoburn.engines.card import ModelCardError, load_card
+from holoburn.engines.frames import FrameSetError, iter_frames_rgb
 from holoburn.engines.gate import evaluate, load_labelled_set, onnx_infer, run_gate
 from holoburn.engines.precision import (
     GateRefused,
@@ -19,7 +20,7 @@ from holoburn.engines.precision import (
     convert_fp16,
     model_for_precision,
 )
-from holoburn.engines.quantize import CalibrationError, iter_frames_rgb, load_strategy, quantize_int8
+from holoburn.engines.quantize import CalibrationError, load_strategy, quantize_int8
 from test_engines_support import (  # noqa: F401  (fixtures)
     engine_cache,
     engine_data,
@@ -166,5 +167,5 @@ def test_labelled_set_and_frames_from_folders(tmp_path, engine_data):
     assert np.array_equal(pairs[2][1], engine_data["holdout"][2][1])
     assert len(load_labelled_set(directory, limit=3)) == 3
     assert len(list(iter_frames_rgb(directory / "frames", limit=2))) == 2
-    with pytest.raises(CalibrationError):
+    with pytest.raises(FrameSetError, match="nowhere"):
         list(iter_frames_rgb(tmp_path / "nowhere"))

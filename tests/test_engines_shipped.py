@@ -16,9 +16,9 @@ import pytest
 from holoburn.engines.backend import open_backend
 from holoburn.engines.cache import EngineCache
 from holoburn.engines.card import load_card
+from holoburn.engines.frames import iter_frames_rgb
 from holoburn.engines.gate import load_labelled_set
 from holoburn.engines.precision import GateRefused, build_precision_model
-from holoburn.engines.quantize import iter_frames_rgb
 from test_engines_support import SHIPPED_MISSING, shipped_card_path
 
 pytestmark = pytest.mark.skipif(shipped_card_path() is None, reason=SHIPPED_MISSING)

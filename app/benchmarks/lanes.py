@@ -359,8 +359,9 @@ def main(argv=None):
     frames = synthetic_frames(width, height, 4)
     feed_frames = pinned_copies(frames) if gpu else frames
     cfg = load_config(args.lanes_config)
-    if gpu:
+    if gpu:  # the GPU lanes' settings (configs/bedside-x86.yaml)
         cfg["scheduler"]["worker_threads"] = max(8, cfg["scheduler"]["worker_threads"])
+        cfg["scheduler"]["gil_switch_interval_ms"] = cfg["scheduler"]["gil_switch_interval_ms"] or 0.5
     routine_batch = args.routine_batch or (None if gpu else 2)
     if routine_batch:
         cfg["lanes"]["ROUTINE"]["batch_size"] = routine_batch
