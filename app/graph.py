@@ -271,14 +271,15 @@ def compose_capture(app: BurnApp, fragment) -> list:
             replayer = VideoStreamReplayerOp(fragment, directory=str(directory), basename=basename, frame_rate=0.0,
                                              realtime=bool(source.realtime), repeat=bool(source.loop),
                                              count=int(source.max_frames or 0), name=f"replayer{i}")
-            out = TensorToFrameOp(fragment, source_id=source.source_id, fps=plan.config["gxf"]["fps"], name=f"source{i}")
+            out = TensorToFrameOp(fragment, source_id=source.source_id, fps=plan.config["gxf"]["fps"],
+                                  as_tensors=plan.fragments, name=f"source{i}")
             fragment.add_flow(replayer, out)
         else:
             pace = [PeriodicCondition(fragment, int(1e9 / source.fps), policy=PeriodicConditionPolicy.NO_CATCH_UP_MISSED_TICKS,
                                       name=f"source{i}_period")] if source.fps else []
             out = FrameSourceOp(fragment, *pace, reader=source.reader, source_id=source.source_id,
                                 realtime=source.realtime, loop=source.loop, max_frames=source.max_frames,
-                                name=f"source{i}")
+                                as_tensors=plan.fragments, name=f"source{i}")
         outs.append(out)
     record = (plan.config.get("results") or {}).get("record_gxf")
     if record:

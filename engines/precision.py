@@ -11,9 +11,9 @@ them up; `build_precision_model` converts, gates and stores.
 
 The card's `sensitive_layers` (resolved by card.resolve_layers) stay float32 in both.
 
-Layering inside engines/: precision is the top of the conversion chain. It imports card.py and
-cache.py, quantize.py (strategy, INT8) and gate.py (the verdict); none of those imports it back.
-Backends (onnxruntime_backend, tensorrt_backend) and toolchain.py import it.
+Layering inside engines/: precision is the top of the conversion chain. It imports card.py,
+backend.py (PRECISIONS), cache.py, quantize.py (strategy, INT8) and gate.py (the verdict); none
+of those imports it back. Backends (onnxruntime_backend, tensorrt_backend) and toolchain.py import it.
 """
 from __future__ import annotations
 
@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Iterable
 
 from holoburn.clinical.errors import BadConfig, BadInput, HoloburnError
+from holoburn.engines.backend import PRECISIONS
 from holoburn.engines.card import ModelCard, resolve_layers
 
 log = logging.getLogger("holoburn.engines.precision")
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class PrecisionModelMissing(BadInput):

@@ -87,8 +87,8 @@ def load_strategy(domain: str | None = None, config_path: str | Path | None = No
     path = Path(config_path) if config_path else CONFIG_PATH
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise CalibrationError(f"quantization config {path} cannot be read ({exc})") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise CalibrationError(f"quantization config {path} cannot be read ({exc}); fix the file or pass another one") from None
     domains = raw.get("domains") or {}
     domain = domain or raw.get("default_domain") or "dermatology"
     if domain not in domains:

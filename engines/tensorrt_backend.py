@@ -241,7 +241,7 @@ def build_serialized(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)).splitlines()[0] for i in range(parser.num_errors))
-        raise BackendFailure(f"{flavour} could not parse {onnx_path}: {errors}; check that the model exports with ONNX opsets {flavour} supports")
+        raise BackendFailure(f"{flavour} could not parse {onnx_path}: {errors}; re-export the model without that layer, or run it with --backend onnxruntime")
     config = builder.create_builder_config()
     if gen == "10":
         if precision in ("fp16", "int8"):

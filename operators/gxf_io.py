@@ -11,11 +11,11 @@ INDEX_ENTRY_BYTES = 24  # one entry of a .gxf_index file per recorded frame (see
 
 
 class TensorToFrameOp(Operator):
-    """Replayed tensor (H, W, 3|4) uint8 -> a frame's tensor map with its record (source id, index,
-    timestamp), as every source emits."""
+    """Replayed tensor (H, W, 3|4) uint8 -> a Frame with source id, index and timestamp (a tensor
+    map to another fragment), as every source emits."""
 
-    def __init__(self, fragment, *args, source_id: str, fps: float, **kwargs):
-        self.source_id, self.fps = source_id, fps
+    def __init__(self, fragment, *args, source_id: str, fps: float, as_tensors: bool = False, **kwargs):
+        self.source_id, self.fps, self.as_tensors = source_id, fps, as_tensors
         self.count = 0
         super().__init__(fragment, *args, **kwargs)
 
@@ -27,7 +27,7 @@ class TensorToFrameOp(Operator):
         tensors = op_input.receive("in")
         image, status = tensor_to_rgb(tensors)
         frame = Frame.of(self.source_id, self.count, self.count / self.fps, image, status=status, source_fps=self.fps)
-        op_output.emit(frame_message(frame), "out")
+        op_output.emit(frame_message(frame) if self.as_tensors else frame, "out")
         self.count += 1
 
 
@@ -42,8 +42,8 @@ def tensor_to_rgb(tensors) -> tuple:
 
 
 class FrameToTensorOp(Operator):
-    """A source's tensor map -> {"": (H, W, 3) uint8} for VideoStreamRecorderOp (the picture
-    alone, as Holoscan devices record it); frames without a picture are skipped."""
+    """A source's frame -> {"": (H, W, 3) uint8} for VideoStreamRecorderOp (the picture alone, as
+    Holoscan devices record it); frames without a picture are skipped."""
 
     def setup(self, spec):
         spec.input("in")
@@ -51,8 +51,9 @@ class FrameToTensorOp(Operator):
 
     def compute(self, op_input, op_output, context):
         message = op_input.receive("in")
-        if IMAGE in message:
-            op_output.emit({"": message[IMAGE]}, "out")
+        image = message.image if isinstance(message, Frame) else message.get(IMAGE)
+        if image is not None:
+            op_output.emit({"": image}, "out")
 
 
 def recorded_frames(directory, basename) -> int:

@@ -1,5 +1,6 @@
-"""source: one frame per picture a reader delivers (video file, camera, DICOM, frames in memory),
-emitted as a tensor map (processing.frame.frame_message: the pixels and the frame's record)."""
+"""source: one frame per picture a reader delivers (video file, camera, DICOM, frames in memory).
+To another fragment it goes as a tensor map (processing.frame.frame_message); see there why not
+within one process."""
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,10 @@ class FrameSourceOp(Operator):
     early by max_frames adds none), a camera's frames lost while it was gone.
     """
 
-    def __init__(self, fragment, *args, reader, source_id: str, realtime=False, loop=False, max_frames=None, **kwargs):
+    def __init__(self, fragment, *args, reader, source_id: str, realtime=False, loop=False, max_frames=None,
+                 as_tensors: bool = False, **kwargs):
         self.reader = reader
+        self.as_tensors = as_tensors  # the next operator is in another process: a tensor map, not a Python object
         self.source_id = source_id
         self.realtime = realtime
         self.loop = loop
@@ -78,7 +81,7 @@ class FrameSourceOp(Operator):
         origin = self.reader.frame_extra() if hasattr(self.reader, "frame_extra") else None  # DICOM: de-identified
         frame = Frame.of(self.source_id, self.emitted, ts, image, status=status, source_fps=self.reader.fps or 0.0,
                          origin=origin)
-        op_output.emit(frame_message(frame), "out")
+        op_output.emit(frame_message(frame) if self.as_tensors else frame, "out")
         self.emitted += 1
         self._last_ts = ts if self._last_ts is None else max(self._last_ts, ts)
 

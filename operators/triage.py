@@ -89,7 +89,7 @@ class TriageOp(Operator):
         for i in range(self.n_inputs):
             while (message := op_input.receive(f"in{i}")) is not None:
                 self.received += 1
-                self.route(frame_from_message(message), op_output)
+                self.route(message if isinstance(message, Frame) else frame_from_message(message), op_output)
                 if not self.gated:
                     break
         if self.gated:

@@ -86,11 +86,14 @@ class Frame:
 
 # ----------------------------------------------------------------------------- messages
 #
-# Between operators a frame travels as a Holoscan tensor map: its pixels as a tensor (host or
-# device, no copy) and its record as a small tensor of UTF-8 JSON bytes, so that a frame crosses
-# from one fragment (process, host) to another as tensors, never as a pickled Python object.
-# (Holoscan's metadata would be the natural place for the record, but metadata set from Python
-# does not cross fragments: measured with Holoscan 4.6.)
+# From one fragment (process, host) to another a frame travels as a Holoscan tensor map: its
+# pixels as a tensor (host or device, no copy) and its record as a small tensor of UTF-8 JSON
+# bytes, never as a pickled Python object. (Holoscan's metadata would be the natural place for
+# the record, but metadata set from Python does not cross fragments: seen with Holoscan 4.6.)
+# Within one process a frame stays a Python object whose pixels are NumPy or CuPy arrays (no
+# copy either): making and reading the tensor map costs about 90 us of CPU per frame (2-core CI
+# machine), and in the GPU lab (one H200, 8 routine cameras at 240 fps) it took routine
+# throughput from 1,270 to about 1,100 fps and the emergency p99 under load from 7 to 12-16 ms.
 
 IMAGE, RECORD, MASK, OVERLAY = "image", "record", "mask", "overlay"
 

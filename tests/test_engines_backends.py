@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from holoburn.clinical.errors import BackendFailure, BadConfig, BadInput, HoloburnError
 from holoburn.engines.backend import BACKEND_MODULES, BackendUnavailable, open_backend
 from holoburn.engines.card import ModelCardError, load_card
 from holoburn.engines.precision import PrecisionModelMissing, build_precision_model
@@ -42,7 +43,7 @@ def test_missing_backend_is_backend_unavailable(pixel_card, monkeypatch):
     monkeypatch.setitem(BACKEND_MODULES, "tensorrt", "no_such_backend_module")
     with pytest.raises(BackendUnavailable, match="not part of this build"):
         open_backend(card, "tensorrt", device="cuda")
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(BadConfig, match="unknown backend"):
         open_backend(card, "openvino", device="cpu")
     if not HAVE_TORCH:
         pytest.skip("torch not installed")
@@ -146,3 +147,20 @@ def test_torch_backend_on_cuda_eager_graph_and_onnxruntime_agree(exported_unet):
         assert (first.argmax(1) == ref).mean() >= 0.995
         on_device = backend.infer(torch.from_numpy(x).cuda())
         assert on_device.is_cuda and on_device.dtype == torch.float32
+
+
+def test_engine_errors_are_declared_types():
+    """The command line catches only clinical/errors.py types: every engines error is one, none a builtin."""
+    from holoburn.engines.frames import FrameSetError
+    from holoburn.engines.gate import HoldoutError
+    from holoburn.engines.precision import GateRefused
+    from holoburn.engines.quantize import CalibrationError
+    from holoburn.engines.tensorrt_backend import EngineCorrupt
+
+    for error, declared, exit_code in [
+        (BackendUnavailable, BackendFailure, 3), (EngineCorrupt, BackendFailure, 3), (ModelCardError, BadInput, 2),
+        (CalibrationError, BadInput, 2), (HoldoutError, BadInput, 2), (FrameSetError, BadInput, 2),
+        (PrecisionModelMissing, BadInput, 2), (GateRefused, HoloburnError, 3),
+    ]:
+        assert issubclass(error, declared) and error.exit_code == exit_code, error
+        assert not issubclass(error, (ValueError, RuntimeError, OSError, KeyError)), error.__mro__

@@ -14,6 +14,7 @@ import time
 import onnx
 import pytest
 
+from holoburn.clinical.errors import BackendFailure, BadConfig
 from holoburn.engines.backend import BackendUnavailable, open_backend
 from holoburn.engines.cache import EngineCache
 from holoburn.engines.card import load_card
@@ -41,7 +42,7 @@ def test_profile_parsing(pixel_card):
     assert (default.opt_side, default.max_side, default.max_batch) == (card.input_size, 1024, 4)
     assert default.label == f"b1-4:{min(224, card.input_size)}-{card.input_size}-1024"
     for bad in ("512", "1024:512:224", "a:b:c"):
-        with pytest.raises(ValueError):
+        with pytest.raises(BadConfig):
             Profile.parse(bad)
 
 
@@ -104,7 +105,7 @@ def test_rtx_builds_fp16_and_qdq_int8_onnx(engine_cache, tmp_path, pixel_card, e
     quantize_int8(card.onnx_path, int8, card, engine_data["calib"][:4], load_strategy())
     plan = build_serialized(int8, "tensorrt-rtx", "int8", Profile(128, 128, 512), "frames", progress=False)
     assert len(plan) > 10_000
-    with pytest.raises(ValueError, match="compute capability"):
+    with pytest.raises(BadConfig, match="compute capability"):
         build_serialized(card.onnx_path, "tensorrt-rtx", "fp32", Profile(128, 128, 512), "frames", target="sm99")
     sm86 = build_serialized(card.onnx_path, "tensorrt-rtx", "fp32", Profile(128, 128, 512), "frames", target="sm86", progress=False)
     assert len(sm86) > 10_000
@@ -119,5 +120,5 @@ def test_rtx_parse_error_is_clear(tmp_path):
         [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 6, 8, 8])],
     ), opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid("holoburn.test", 1)])
     onnx.save(model, broken)
-    with pytest.raises(RuntimeError, match="could not parse"):
+    with pytest.raises(BackendFailure, match="could not parse"):
         build_serialized(broken, "tensorrt-rtx", "fp32", Profile(8, 8, 8), "frames", progress=False)

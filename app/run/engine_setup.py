@@ -25,7 +25,7 @@ def ensure_engine(card, backend: str, precision: str, inference: dict) -> None:
     """Build the missing artefact (conversion + gate) into the cache; raises GateRefused if refused."""
     from holoburn.engines import toolchain
     from holoburn.engines.gate import load_labelled_set
-    from holoburn.engines.quantize import iter_frames_rgb
+    from holoburn.engines.frames import iter_frames_rgb
 
     holdout = calibration = None
     if inference["holdout"]:
