@@ -321,6 +321,7 @@ def compose_analysis(app: BurnApp, fragment):
                       OverlayOp(fragment, name=f"{chain.name}_overlay", **common)]
         view = plan.holoviz and Lane.EMERGENCY in chain.lanes
         sink = SinkOp(fragment, release=not results_release, hand_off=plan.fragments, view=view,
+                      escalation=plan.router.escalate,
                       name=f"{chain.name}_sink", **common)
         for upstream, downstream in zip(stages, stages[1:] + [sink]):
             fragment.add_flow(upstream, downstream)

@@ -8,7 +8,7 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 args=(--device cuda --steps checks,chain,idle,lanes,single --seconds 4 --warm 1.5 --routine-fps 240)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-for run in 1 2 3; do
+for run in ${RUNS:-1 2 3}; do
   for side in before after; do
     tree=$([ $side = before ] && echo lab_before || echo .)
     [ -d "$tree" ] || continue

@@ -119,8 +119,10 @@ class SinkOp(LaneStageOp):
 
     stage = "sink"
 
-    def __init__(self, fragment, *args, release: bool = True, hand_off: bool = False, view: bool = False, **kwargs):
+    def __init__(self, fragment, *args, release: bool = True, hand_off: bool = False, view: bool = False,
+                 escalation: bool = True, **kwargs):
         self.release = release
+        self.escalation = escalation  # triage escalates on results: send it each frame's triage level
         self.hand_off = hand_off
         self.batch_size = max(r.policy.batch_size for r in kwargs["runtimes"].values() if r is not None) \
             if hand_off else 1
@@ -145,8 +147,6 @@ class SinkOp(LaneStageOp):
         if batch.done_ns is None:
             batch.done_ns = time.monotonic_ns()
         batch.trace.append((self.stage, started, batch.done_ns))
-        for frame in batch.frames:
-            frame.extra["backend"] = runtime.backend_info  # the results writer may be in another process
         for frame in batch.live:
             frame.stage_ms[self.stage] = (batch.done_ns - started) / 1e6
         if self.hand_off:  # the results writer is in another process: each frame as tensors, on the host
@@ -155,7 +155,8 @@ class SinkOp(LaneStageOp):
                 op_output.emit(result_message(frame, runtime.backend_info), "out")
         if self.release:
             runtime.release(batch)
-        outcomes = tuple((f.source, f.index, f.findings["triage"]) for f in batch.live if f.ok and f.findings)
+        outcomes = tuple((f.source, f.index, f.findings["triage"]) for f in batch.live
+                         if f.ok and f.findings) if self.escalation else ()
         op_output.emit(Feedback(credit=batch.gated, outcomes=outcomes), "feedback")
         if self.view and not batch.failed and batch.live:
             op_output.emit(batch, "view")

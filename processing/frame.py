@@ -21,7 +21,7 @@ NO_SIGNAL = "no_signal"  # a live source delivered no picture (camera lost); sho
 ORIGIN_KEYS = ("dicom_source", "frame_in_file", "dicom_file")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FrameInfo:
     """Where a frame came from; set once by its source, never changed.
 
@@ -39,7 +39,7 @@ class FrameInfo:
     origin: tuple = ()
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """A frame's pixels and what its lane makes of them.
 
@@ -63,7 +63,7 @@ class Frame:
     @classmethod
     def of(cls, source: str, index: int, timestamp_s: float, image=None, *, status: str = OK, lane: str = "ROUTINE",
            source_fps: float = 0.0, origin: dict | None = None) -> "Frame":
-        origin = tuple((k, v) for k, v in (origin or {}).items() if k in ORIGIN_KEYS)
+        origin = tuple((k, v) for k, v in origin.items() if k in ORIGIN_KEYS) if origin else ()
         return cls(FrameInfo(source, int(index), float(timestamp_s), float(source_fps or 0.0), origin=origin),
                    image=image, status=status, lane=lane)
 

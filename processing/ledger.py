@@ -69,18 +69,26 @@ class Ledger:
             if self.first_entered is None or frame.entered_ns < self.first_entered:
                 self.first_entered = frame.entered_ns
             self.last_done = now
-            per = self.by_source.setdefault(frame.source, {"frames_in": 0, "processed": 0, "dropped": Counter()})
+            per = self.by_source.get(frame.source)
+            if per is None:  # (no eager defaults: this runs for every frame of every camera)
+                per = self.by_source[frame.source] = {"frames_in": 0, "processed": 0, "dropped": Counter()}
             per["frames_in"] += 1
             if frame.ok:
                 self.processed += 1
                 per["processed"] += 1
                 self.lane_processed[frame.lane] += 1
                 self.latencies_ms.append(latency_ms)
-                self.lane_latencies_ms.setdefault(frame.lane, []).append(latency_ms)
+                lane_latencies = self.lane_latencies_ms.get(frame.lane)
+                if lane_latencies is None:
+                    lane_latencies = self.lane_latencies_ms[frame.lane] = []
+                lane_latencies.append(latency_ms)
                 if frame.findings and frame.findings.get("triage"):
                     self.triage_levels[frame.findings["triage"]["level"]] += 1
                 for stage, ms in frame.stage_ms.items():
-                    self.stage_ms.setdefault(stage, []).append(ms)
+                    times = self.stage_ms.get(stage)
+                    if times is None:
+                        times = self.stage_ms[stage] = []
+                    times.append(ms)
             else:
                 self.dropped[frame.status] += 1
                 per["dropped"][frame.status] += 1
