@@ -151,12 +151,12 @@ def lanes_in_use(sources: list[SourceSpec], router: LaneRouter) -> list[Lane]:
 
 def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, device: str, card, open_backend_for,
                    triage: TriagePolicy = TriagePolicy(), sources: list[SourceSpec] = (),
-                   frame_sizes=((1080, 1920),), alpha: float = 0.45, extra_slots: int = 0,
+                   frame_sizes=((1080, 1920),), alpha: float = 0.45, extra_slots: int | dict = 0,
                    render: bool = True, keep_logits: bool = False) -> tuple[dict, dict]:
     """One runtime per lane. GPU: stream priority from the device's own range, the lane's memory
     and every buffer made now, the backend's CUDA graph captured now. open_backend_for(lane)
     returns a backend of that lane's own (a CUDA graph's buffers serve one lane). extra_slots:
-    buffer sets beyond the lane's depth (batches between the sink and the results writer)."""
+    buffer sets beyond the lane's depth (buffer_slack), for every lane or per lane."""
     facts = {s.source_id: s.facts for s in sources}
     runtimes, priorities = {}, {}
     if device.startswith("cuda"):
@@ -165,7 +165,8 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
     for lane in lanes:
         policy = policies[lane]
         common = dict(card=card, backend=open_backend_for(lane), triage_policy=triage, sources=facts,
-                      alpha=alpha, slots=policy.depth + extra_slots, keep_logits=keep_logits)
+                      alpha=alpha, keep_logits=keep_logits,
+                      slots=policy.depth + (extra_slots.get(lane, 0) if isinstance(extra_slots, dict) else extra_slots))
         if device.startswith("cuda"):
             priorities[lane] = stream_priority(policy.stream_priority, least, greatest)
             runtimes[lane] = GpuLaneRuntime(policy, frame_sizes=frame_sizes, stream_priority=priorities[lane], **common)

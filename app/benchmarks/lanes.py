@@ -393,7 +393,9 @@ def main(argv=None):
     runtimes, priorities = build_runtimes(used, policies, device=args.device, card=card, open_backend_for=open_for,
                                           triage=TriagePolicy(), sources=all_sources,
                                           frame_sizes=((height, width),),
-                                          extra_slots=buffer_slack("chain", args.device), render=True)
+                                          # the chain step runs the emergency lane straight through
+                                          extra_slots={lane: buffer_slack("chain" if lane == Lane.EMERGENCY else "lanes",
+                                                                          args.device) for lane in used}, render=True)
     result["start_up_s"] = round(time.monotonic() - t, 2)
     result["stream_priorities"] = {l.name: p for l, p in priorities.items()}
     for lane, rt in runtimes.items():  # warm-up: kernels compiled, first batches through each lane
