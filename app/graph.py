@@ -311,7 +311,8 @@ def compose_analysis(app: BurnApp, fragment):
     results_release = gpu and not plan.fragments
     chains = {}
     for chain in app.chains:
-        common = dict(runtimes=chain.runtimes, depth=chain.depth)
+        # gated, a chain holds at most `depth` batches; straight through, one waits at each operator
+        common = dict(runtimes=chain.runtimes, depth=chain.depth if chain.board is not None else 0)
         streams = [pools[chain.name]] if gpu else []
         if set(chain.lanes) <= fused:
             stages = [ProcessOp(fragment, *streams, name=f"{chain.name}_process", **common)]

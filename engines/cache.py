@@ -22,13 +22,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from holoburn.engines.card import file_sha256
+from holoburn.processing.files import atomic_write
 
 log = logging.getLogger("holoburn.engines.cache")
 
@@ -100,48 +100,6 @@ class CacheEntry:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes | Callable[[object], None]) -> Path:
-    """Write `data` (bytes, or a function that writes into a binary file) to `path` atomically.
-
-    A temp file in the same directory is written, flushed and fsynced, then renamed over `path`;
-    on any failure the temp file is removed and `path` is untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def _safe(text: str) -> str:

@@ -247,7 +247,7 @@ class GateReport:
 
     def write(self, base: str | Path) -> tuple[Path, Path]:
         """Write `<base>.gate.md` and `<base>.gate.json` (atomically); return both paths."""
-        from holoburn.engines.cache import atomic_write
+        from holoburn.processing.files import atomic_write
 
         base = Path(base)
         md = atomic_write(base.with_name(base.name + ".gate.md"), self.to_markdown().encode())

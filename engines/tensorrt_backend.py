@@ -227,7 +227,7 @@ def build_serialized(
     FP16/Q-DQ ONNX already keeps them in float32). target: "sm86"-style compute capability
     (TensorRT-RTX on a machine without a GPU; default: the current GPU, or portable).
     """
-    from holoburn.engines.cache import atomic_write
+    from holoburn.processing.files import atomic_write
 
     trt = import_trt(flavour)
     gen = generation(trt)
@@ -503,7 +503,7 @@ class TensorRTBackend(Backend):
         return result
 
     def close(self) -> None:
-        from holoburn.engines.cache import atomic_write
+        from holoburn.processing.files import atomic_write
 
         if self._runtime_cache is not None and self._runtime_cache_path is not None:
             try:

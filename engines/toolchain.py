@@ -153,7 +153,7 @@ def build(
         outcome.cache_hit = outcome.cache_hit and engine.cache_hit
         if outcome.gate_table is not None and outcome.gate_table.is_file():
             # the gate's table also beside the engine it vouches for
-            from holoburn.engines.cache import atomic_write
+            from holoburn.processing.files import atomic_write
 
             stem = engine.path.name.split(".")[0]  # cache stems have no dots (cache._safe)
             atomic_write(engine.path.with_name(stem + ".gate.md"), outcome.gate_table.read_bytes())

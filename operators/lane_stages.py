@@ -22,9 +22,10 @@ from holoburn.processing.runtime import LaneBatch
 
 
 class LaneStageOp(Operator):
-    """Subclasses name their `stage` and implement `run(runtime, batch, context)`."""
+    """Subclasses name their `stage` and the lane runtime's `steps` they run, in order."""
 
     stage = "stage"
+    steps: tuple = ()
 
     def __init__(self, fragment, *args, runtimes: dict, depth: int = 2, **kwargs):
         self.runtimes = runtimes  # queue lane -> lane runtime
@@ -51,62 +52,39 @@ class LaneStageOp(Operator):
         batch.trace.append((self.stage, started, ended))
         for frame in batch.live:
             frame.stage_ms[self.stage] = (ended - started) / 1e6
-        self.emit(batch, op_output)
-
-    def run(self, runtime, batch, context):  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def emit(self, batch, op_output):
         op_output.emit(batch, "out")
 
-
-def bind_stream(runtime, batch, context) -> None:
-    """A GPU lane takes its CUDA stream from the operator's CudaStreamPool (its lane's priority)."""
-    if runtime.device == "cuda" and runtime.stream_ptr is None:
-        runtime.bind(context.allocate_cuda_stream(f"lane_{batch.lane.name.lower()}"))
+    def run(self, runtime, batch, context):
+        if self.steps and self.steps[0] == "prepare" and runtime.device == "cuda" and runtime.stream_ptr is None:
+            # a GPU lane takes its CUDA stream from this operator's CudaStreamPool (its lane's priority)
+            runtime.bind(context.allocate_cuda_stream(f"lane_{batch.lane.name.lower()}"))
+        for step in self.steps:
+            getattr(runtime, step)(batch)
 
 
 class PreprocessOp(LaneStageOp):
     """Upload (GPU), letterbox and normalise into the lane's model-input buffer."""
 
-    stage = "preprocess"
-
-    def run(self, runtime, batch, context):
-        bind_stream(runtime, batch, context)
-        runtime.prepare(batch)
+    stage, steps = "preprocess", ("prepare",)
 
 
 class InferenceOp(LaneStageOp):
-    stage = "inference"
-
-    def run(self, runtime, batch, context):
-        runtime.infer(batch)
+    stage, steps = "inference", ("infer",)
 
 
 class PostprocessOp(LaneStageOp):
-    stage = "postprocess"
-
-    def run(self, runtime, batch, context):
-        runtime.postprocess(batch)
+    stage, steps = "postprocess", ("postprocess",)
 
 
 class OverlayOp(LaneStageOp):
-    stage = "overlay"
-
-    def run(self, runtime, batch, context):
-        runtime.overlay(batch)
+    stage, steps = "overlay", ("overlay",)
 
 
 class ProcessOp(LaneStageOp):
     """preprocess, inference, postprocess and overlay in one operator, all enqueued on the lane's
     stream; the sink still waits once, on the batch's event."""
 
-    stage = "process"
-
-    def run(self, runtime, batch, context):
-        bind_stream(runtime, batch, context)
-        for step in (runtime.prepare, runtime.infer, runtime.postprocess, runtime.overlay):
-            step(batch)
+    stage, steps = "process", ("prepare", "infer", "postprocess", "overlay")
 
 
 class SinkOp(LaneStageOp):

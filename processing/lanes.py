@@ -1,11 +1,11 @@
 """Priority lanes without a GPU: what each lane may hold, in which order lanes are served, which
 frame goes when a lane is full, and how lanes map onto CUDA stream priorities.
 
-Plain Python, no Holoscan, no CUDA: the lane operators (operators/lanes.py, processing/runtime.py) use it on the GPU and on
+Plain Python, no Holoscan, no CUDA: the lane operators (operators/triage.py, operators/lane_stages.py, processing/runtime.py) use it on the GPU and on
 the CPU alike, so the CPU path with the same lanes orders its work by priority too.
 
 - `LanePolicy`: one lane's settings (batch size, queue capacity, drop rule, in-flight depth,
-  stream priority level, memory), read from configs/lanes.yaml by app/lanes.py.
+  stream priority level, memory), read from the `lanes` section of configs/holoburn.yaml by app/graph.py.
 - `LaneQueue`: one lane's bounded queue. Full: the OLDEST queued frame is dropped (a live picture
   is worth more than a stale one), or the newest is refused (`drop: newest`); every drop is
   counted with its reason.

@@ -1,11 +1,11 @@
 """The lanes' runtime: what each lane owns and does, on the GPU (frames stay on the device from
-upload to overlay) and on the CPU. The Holoscan operators that call it are in operators/lanes.py.
+upload to overlay) and on the CPU. The Holoscan operators that call it are in operators/lane_stages.py.
 
-Each lane (processing/lanes.py) is a chain of thin operators:
+Each lane (processing/lanes.py) is a chain of thin operators (app/graph.py):
 
-    triage -> gate -> prepare -> infer -> postprocess -> overlay -> sink -> results
-                ^                                                  |
-                +---------------- credit (one batch done) ---------+
+    triage -> preprocess -> inference -> postprocess -> overlay -> sink -> results
+       ^                                                            |
+       +------- feedback (triage levels; a credit per batch) -------+
 
 The operators only receive, call one method of a `LaneRuntime` and emit. The runtime holds what a
 lane owns:
@@ -17,7 +17,7 @@ lane owns:
   pinned host staging and counts), made once at start-up. Upload, letterbox and normalisation,
   argmax, mask restore, class counts and the colour overlay are fused CuPy kernels that write into
   those buffers, on the lane's stream, and compute exactly what the NumPy/CuPy reference functions
-  compute on the device (`engines.preprocess.prepare_input`, `restore_mask`, `clinical.overlay.tint`):
+  compute on the device (`processing.preprocess.prepare_input`, `restore_mask`, `clinical.overlay.tint`):
   tests/test_gpu_pipeline.py holds them to it. Inference runs on the same stream; the host waits
   once per batch, in the sink, on an event.
 - on the CPU (`CpuLaneRuntime`): the reference functions themselves, NumPy and OpenCV, with the
@@ -148,7 +148,7 @@ class LaneMemory:
                     self.failures += 1
                     raise LaneMemoryExhausted(
                         f"lane {self.lane}: dedicated pool of {self.capacity >> 20} MiB cannot hold {nbytes} more bytes "
-                        f"({(self.capacity - self._offset) >> 20} MiB left); raise lanes.{self.lane}.pool_mb in configs/lanes.yaml"
+                        f"({(self.capacity - self._offset) >> 20} MiB left); raise lanes.{self.lane}.pool_mb in configs/holoburn.yaml"
                     )
                 pointer = self._cp.cuda.MemoryPointer(self._arena, self._offset)
                 self._offset += size
@@ -318,7 +318,7 @@ def fused_kernels() -> dict:
 
 def bilinear_tables(in_len: int, out_len: int):
     """Source rows (or columns) and weights of a bilinear resize, computed with the very
-    expressions of engines.preprocess._resize_device (CuPy): (i0 int32, i1 int32, w float64)."""
+    expressions of processing.preprocess._resize_device (CuPy): (i0 int32, i1 int32, w float64)."""
     import cupy as cp
 
     pos = (cp.arange(out_len, dtype=cp.float32) + 0.5) * (in_len / out_len) - 0.5

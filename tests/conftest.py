@@ -13,16 +13,20 @@ os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")
 CLASSES = ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial", "full_thickness"]
 
 
-def write_card(directory, onnx_name, *, model_id="tiny", classes=CLASSES, output="logits", size=64):
+def write_card(directory, onnx_name, *, model_id="tiny", classes=CLASSES, output="logits", size=64,
+               mean=(128.0, 128.0, 128.0), std=(64.0, 64.0, 64.0), sensitive=(), intended_use="test model"):
+    """A model card for a test ONNX model beside it (the one card writer of the tests)."""
     card = {
         "model_id": model_id,
         "onnx": onnx_name,
         "input": {"name": "frames", "size": size, "multiple_of": 16},
         "output": {"name": output, "channels": len(classes)},
         "classes": list(classes),
-        "normalisation": {"mean": [128.0, 128.0, 128.0], "std": [64.0, 64.0, 64.0]},
-        "intended_use": "test model",
+        "normalisation": {"mean": list(mean), "std": list(std)},
+        "intended_use": intended_use,
     }
+    if sensitive:
+        card["sensitive_layers"] = list(sensitive)
     path = directory / f"{model_id}.yaml"
     path.write_text(yaml.safe_dump(card))
     return path

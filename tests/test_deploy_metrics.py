@@ -38,7 +38,7 @@ import yaml
 
 pytest.importorskip("prometheus_client", reason="prometheus-client is a runtime dependency of the metrics endpoint")
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from test_metrics_endpoint import scrape  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -115,15 +115,6 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
-
-
-def scrape(url: str) -> dict:
-    """{(sample name, sorted label items): value} from one GET of the endpoint."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def total(samples: dict, name: str) -> float:

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from holoburn.engines.cache import EngineCache, EngineKey, atomic_write, cache_root
+from holoburn.engines.cache import EngineCache, EngineKey, cache_root
+from holoburn.processing.files import atomic_write
 from test_engines_support import engine_data, pixel_card  # noqa: F401  (fixtures)
 
 KEY = EngineKey(

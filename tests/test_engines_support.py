@@ -89,21 +89,13 @@ def pixel_model_onnx(path: Path, pairs, hidden: int = 64, seed: int = 0, degrade
     return path
 
 
-def write_card(directory: Path, onnx_name: str, *, model_id: str = "pixel_model", output: str = "logits",
-               sensitive=("head",), classes=CLASSES, size: int = INPUT_SIZE) -> Path:
-    card = {
-        "model_id": model_id,
-        "onnx": onnx_name,
-        "input": {"name": "frames", "size": size, "multiple_of": 16},
-        "output": {"name": output, "channels": len(classes)},
-        "classes": list(classes),
-        "normalisation": {"mean": list(MEAN), "std": list(STD)},
-        "sensitive_layers": list(sensitive),
-        "intended_use": "engine tests only",
-    }
-    path = Path(directory) / f"{model_id}.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
+def write_card(directory: Path, onnx_name: str, *, model_id: str = "pixel_model", sensitive=("head",),
+               size: int = INPUT_SIZE, **kwargs) -> Path:
+    """conftest.write_card with the pixel model's normalisation and a sensitive layer."""
+    from conftest import write_card as card_writer
+
+    return card_writer(Path(directory), onnx_name, model_id=model_id, sensitive=sensitive, size=size, mean=MEAN,
+                       std=STD, intended_use="engine tests only", **kwargs)
 
 
 def write_labelled_dir(directory: Path, pairs) -> Path:

@@ -138,7 +138,7 @@ def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
         assert g.frames[0].findings["pixels"] == c.frames[0].findings["pixels"]
         gpu.release(g)
     # 1080p: the CPU letterbox resamples with OpenCV's INTER_AREA, the GPU bilinearly
-    # (engines.preprocess), so only pixels on colour edges may differ
+    # (processing.preprocess), so only pixels on colour edges may differ
     frame = blocks(1080, 1920, 120, 7)
     g = run_batch(gpu, [frame])
     c = run_batch(cpu, [frame])

@@ -1,5 +1,5 @@
 """The Prometheus endpoint: a real HTTP server on 127.0.0.1 (a free port), scraped with urllib and
-read with Prometheus' own text parser; fed through the ResultsSinkOp observer by hand and by a real
+read with Prometheus' own text parser; fed through the results writer's observer by hand and by a real
 Holoscan run of the pipeline. Loopback traffic only; every wait is bounded."""
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
                                  alpha=config["overlay"]["alpha"], open_backend_for=lambda lane: backend,
                                  extra_slots=buffer_slack("chain", "cpu"))
     recorder = RunRecorder(out_dir, [SourceOutput("bench", fps)], fourcc=config["video_sink"]["fourcc"],
-                           backend=backend.describe())
+                           backend=backend.describe(), picture_threads=False)  # as replay does for one CPU source
     plan = GraphPlan(sources=[source], runtimes=runtimes, policies=policies, router=LaneRouter({"bench": Lane.ROUTINE}),
                      results=recorder, config=config)
     cpu = time.process_time()

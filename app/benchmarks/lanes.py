@@ -4,7 +4,7 @@
     holoburn bench --lanes --device cpu --out bench/results   # any machine (ONNX Runtime); bench/gpu_lanes.py is the same
 
 Steps (each one reported, a failing step does not stop the others):
-  checks   GPU only: the fused lane kernels against the reference functions (engines.preprocess,
+  checks   GPU only: the fused lane kernels against the reference functions (processing.preprocess,
            clinical.overlay) on the device, bit for bit; GPU masks against CPU (ONNX Runtime) masks
            on the same frames.
   chain    one 1920x1080 camera at 60 fps through the EMERGENCY lane, source-to-overlay latency
@@ -18,7 +18,7 @@ Steps (each one reported, a failing step does not stop the others):
   holoviz  GPU only: the chain step with headless Holoviz at the end of the emergency lane.
   --variants repeats chain, idle and lanes with configuration variants in the same run (e.g.
   `,_unfused,_fused_all`: the emergency stages as four operators; every lane's stages fused).
-Each lane step also reports where the time went (`*_breakdown_ms`, operators.lane_runtime.trace_breakdown).
+Each lane step also reports where the time went (`*_breakdown_ms`, processing.ledger.trace_breakdown).
 Latency in the lane steps: from the source's emit to the end of the overlay on the device (the
 sink waits on the batch's CUDA event), per frame, after a warm-up; percentiles over one run.
 Allocations after warm-up: every CuPy request through each lane's memory (LaneMemory) plus the
@@ -55,6 +55,7 @@ from holoburn.app.graph import (
     parse_flow_log,
     run_graph,
 )
+from holoburn.clinical.errors import HoloburnError
 from holoburn.clinical.metrics import percentiles
 from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
 from holoburn.media.video import FrameListReader
@@ -125,18 +126,13 @@ def model_card(args, workdir: Path):
 
 
 def synthetic_frames(width: int, height: int, count: int) -> list[np.ndarray]:
-    """Burn scenes from holoburn's synthetic generator (a plain pattern if it is not installed)."""
-    try:
-        from holoburn.app.synthesis import synth
+    """Burn scenes from holoburn's synthetic generator."""
+    from holoburn.app.synthesis import synth
 
-        frames = []
-        for scene in range(count):
-            frames += [f for f, _ in synth.scene_frames(7, scene, 1, (width, height))]
-        return frames
-    except Exception as exc:  # the generator is another package's; timing does not need it
-        log.warning("synthetic generator unavailable (%s); using a pattern", exc)
-        rng = np.random.default_rng(0)
-        return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+    frames = []
+    for scene in range(count):
+        frames += [f for f, _ in synth.scene_frames(7, scene, 1, (width, height))]
+    return frames
 
 
 def pinned_copies(frames):
@@ -308,11 +304,11 @@ def main(argv=None):
     p.add_argument("--chain-fps", type=float, default=None, help="the chain step's camera (default 60 GPU, 4 CPU)")
     p.add_argument("--steps", default="checks,chain,idle,lanes,single,pressure,holoviz")
     p.add_argument("--variants", default="", help="comma list of config variants for chain/idle/lanes, side by "
-                   "side in one run: '' (configs/lanes.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
+                   "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
                    "_nofreeze")
     p.add_argument("--lanes-config", default=None)
     p.add_argument("--routine-batch", type=int, default=None,
-                   help="ROUTINE batch size (default: configs/lanes.yaml on the GPU, 2 on the CPU, where batching "
+                   help="ROUTINE batch size (default: the lanes section of configs/holoburn.yaml on the GPU, 2 on the CPU, where batching "
                         "buys no throughput and a long routine batch is what an urgent frame waits behind)")
     args = p.parse_args(argv)
     gpu = args.device == "cuda"
@@ -344,7 +340,8 @@ def main(argv=None):
             value = fn()
             print(f"== {name} done in {time.monotonic() - t:.1f} s", flush=True)
             return value
-        except Exception as exc:  # report it and go on with the other steps
+        except (HoloburnError, RuntimeError, MemoryError) as exc:  # a failing backend, CUDA or memory:
+            # report it and go on with the other steps (a defect in holoburn stops the benchmark)
             errors[name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
             return None

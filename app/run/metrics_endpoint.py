@@ -1,6 +1,6 @@
 """Prometheus metrics of a running pipeline, served over HTTP on the loopback interface by default.
 
-`PipelineMetrics.observer` plugs into ResultsSinkOp's observers and counts every frame that
+`PipelineMetrics.observer` plugs into the results writer's observers (processing/recorder.py) and counts every frame that
 reaches the end of the graph; lanes and memory pools report queue depth and bytes in use through
 the hook methods (`set_queue_depth`, `set_pool_bytes_in_use`, or their `watch_*` forms that are
 read at scrape time). Each instance owns its own CollectorRegistry, so two pipelines (or two
@@ -97,7 +97,7 @@ class PipelineMetrics:
         self.info.info({k: "" if v is None else str(v) for k, v in labels.items()})
 
     def observer(self, frame, record: dict) -> None:
-        """ResultsSinkOp observer: count one frame from its result record (see processing/records.py)."""
+        """Results writer observer: count one frame from its result record (see processing/records.py)."""
         source, lane, status = record["source"], record["lane"], record["status"]
         self.frames_in.labels(source=source).inc()
         if status == "ok":

@@ -173,7 +173,8 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
                                                      (s.reader.height, s.reader.width) if getattr(s.reader, "height", 0) else None)
                                         for s in sources],
                               fourcc=config["video_sink"]["fourcc"], masks_dir=config["results"]["save_masks"],
-                              observers=observers, progress=progress, backend=described)
+                              observers=observers, progress=progress, backend=described,
+                              picture_threads=device == "cuda" or not single)
     replay.plan = GraphPlan(sources=sources, runtimes=runtimes, policies=policies, router=router, results=results,
                             config=config, device=device, mode="chain" if single else "lanes", priorities=priorities,
                             fragments=bool(argv))
@@ -238,7 +239,7 @@ def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
                     "masks": str(recorder.masks_dir) if recorder.masks_dir else None},
     }
     expected = summary["processed"] + summary["overlay_no_signal_frames"]
-    if recorder.writers and summary["overlay_frames"] != expected and not recorder.write_errors:
+    if summary["overlay_frames"] != expected and not recorder.write_errors:
         raise RuntimeError(f"overlay videos hold {summary['overlay_frames']} frames for {summary['processed']} processed"
                            f" and {summary['overlay_no_signal_frames']} NO SIGNAL")
     write_json(out_dir / "summary.json", summary)
