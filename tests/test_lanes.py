@@ -323,3 +323,30 @@ def test_parse_flow_log(tmp_path):
     log.write_text("1:\n(src,1000,1100) -> (mid,1200,1300) -> (sink,1400,3500) \n\n"
                    "2:\n(src,5000,5100) -> (sink,5400,6000) \n\n")
     assert parse_flow_log(log) == {"src,mid,sink": [2.5], "src,sink": [1.0]}
+
+
+def test_a_dropped_frame_leaves_its_batch_and_the_rest_is_processed(tiny_card):
+    """A batch holding a frame without a picture (a source that ended or lost its camera) and one
+    the model cannot take: those two are counted with their reasons, the others get results."""
+    from holoburn.app.config import load_config
+    from holoburn.app.graph import build_runtimes, lane_policies
+    from holoburn.engines.backend import open_backend
+    from holoburn.engines.card import load_card
+    from holoburn.processing.frame import Frame
+    from holoburn.processing.runtime import LaneBatch
+
+    card = load_card(tiny_card)
+    backend = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=1)
+    runtimes, _ = build_runtimes([Lane.ROUTINE], lane_policies(load_config(None)), device="cpu", card=card,
+                                 open_backend_for=lambda lane: backend, render=False)
+    runtime = runtimes[Lane.ROUTINE]
+    frames = [Frame.of("a", 0, 0.0, colour_frame(RED)), Frame.of("b", 0, 0.0, None, status="no_signal"),
+              Frame.of("c", 0, 0.0, np.zeros((8, 8), np.uint8)), Frame.of("d", 0, 0.0, colour_frame(GREEN))]
+    batch = LaneBatch(Lane.ROUTINE, frames)
+    for step in ("prepare", "infer", "postprocess", "overlay", "finish"):
+        getattr(runtime, step)(batch)
+    runtime.release(batch)
+    assert [f.status for f in frames] == ["ok", "no_signal", "not_rgb", "ok"]
+    assert frames[0].findings["triage"]["level"] == "refer"  # red: full thickness
+    assert frames[3].findings["pixels"]["full_thickness"] == 0  # green: healthy skin
+    assert sorted(runtime._free) == list(range(runtime.slots))  # the buffer set came back
