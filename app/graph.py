@@ -35,6 +35,7 @@ from holoscan.conditions import PeriodicCondition, PeriodicConditionPolicy
 from holoscan.core import Application, Fragment
 from holoscan.schedulers import EventBasedScheduler
 
+from holoburn.clinical.assessability import AssessLimits
 from holoburn.clinical.errors import BadConfig
 from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
 from holoburn.operators.lane_stages import InferenceOp, OverlayOp, PostprocessOp, PreprocessOp, ProcessOp, SinkOp
@@ -152,7 +153,8 @@ def lanes_in_use(sources: list[SourceSpec], router: LaneRouter) -> list[Lane]:
 def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, device: str, card, open_backend_for,
                    triage: TriagePolicy = TriagePolicy(), sources: list[SourceSpec] = (),
                    frame_sizes=((1080, 1920),), alpha: float = 0.45, extra_slots: int | dict = 0,
-                   render: bool = True, keep_logits: bool = False) -> tuple[dict, dict]:
+                   render: bool = True, keep_logits: bool = False, limits: AssessLimits = AssessLimits()
+                   ) -> tuple[dict, dict]:
     """One runtime per lane. GPU: stream priority from the device's own range, the lane's memory
     and every buffer made now, the backend's CUDA graph captured now. open_backend_for(lane)
     returns a backend of that lane's own (a CUDA graph's buffers serve one lane). extra_slots:
@@ -165,7 +167,7 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
     for lane in lanes:
         policy = policies[lane]
         common = dict(card=card, backend=open_backend_for(lane), triage_policy=triage, sources=facts,
-                      alpha=alpha, keep_logits=keep_logits,
+                      alpha=alpha, keep_logits=keep_logits, limits=limits,
                       slots=policy.depth + (extra_slots.get(lane, 0) if isinstance(extra_slots, dict) else extra_slots))
         if device.startswith("cuda"):
             priorities[lane] = stream_priority(policy.stream_priority, least, greatest)
@@ -173,6 +175,15 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
         else:
             runtimes[lane] = CpuLaneRuntime(policy, render=render, **common)
     return runtimes, priorities
+
+
+def assess_limits(config: dict, card) -> AssessLimits:
+    """When a frame is assessable: the config's `assess` section, the out-of-domain threshold
+    from the model card unless the config names one."""
+    settings = dict(config.get("assess") or {})
+    if settings.get("min_skin_confidence") is None:
+        settings["min_skin_confidence"] = card.min_skin_confidence
+    return AssessLimits(**settings)
 
 
 def buffer_slack(mode: str, device: str) -> int:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, TINTED
+from holoburn.clinical.assessability import REASONS
 
 
 def _xp(x):
@@ -57,6 +58,9 @@ def _outline(mask) -> np.ndarray:
 
 def summary_lines(result: dict) -> list[str]:
     """Short text lines for the overlay from one frame's findings and triage."""
+    if result.get("assessable") is False:
+        return [f"NOT ASSESSABLE: {REASONS.get(result.get('not_assessable_reason'), 'unknown reason')}",
+                "no burn figures and no triage for this frame"]
     share = result.get("burn_share_of_skin")
     lines = [f"burn: {share * 100:.1f}% of visible skin" if share is not None else "no skin in view"]
     if result.get("tbsa_pct") is not None:
@@ -69,9 +73,11 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def annotate(image_rgb: np.ndarray, mask: np.ndarray, lines: list[str], lane: str = "") -> np.ndarray:
-    """Draw burn outlines, the colour legend and the text lines onto a tinted CPU frame (in place)."""
-    cv2.bitwise_or(image_rgb, (255, 255, 255, 0), dst=image_rgb, mask=_outline(mask))
+def annotate(image_rgb: np.ndarray, mask: np.ndarray | None, lines: list[str], lane: str = "") -> np.ndarray:
+    """Draw burn outlines (none without a mask), the colour legend and the text lines onto a
+    CPU frame (in place)."""
+    if mask is not None:
+        cv2.bitwise_or(image_rgb, (255, 255, 255, 0), dst=image_rgb, mask=_outline(mask))
     height, width = image_rgb.shape[:2]
     scale = max(0.35, min(1.0, width / 1400))
     step = int(22 * scale / 0.6)
@@ -91,7 +97,11 @@ def annotate(image_rgb: np.ndarray, mask: np.ndarray, lines: list[str], lane: st
 
 
 def _text(image, text, origin, scale):
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    """White text on a dark backing panel: legible on any picture, and the same on OpenCV 4 and 5
+    (an outline drawn as a thicker black copy of the text smears glyphs together on OpenCV 5)."""
+    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 3, y - height - 3), (x + width + 3, y + baseline + 1), (24, 24, 24), -1)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 

@@ -40,6 +40,8 @@ class ModelCard:
     mean: tuple[float, float, float]  # per RGB channel, 0..255 units
     std: tuple[float, float, float]
     sensitive_layers: tuple[str, ...] = ()
+    # the out-of-domain threshold (clinical.assessability), calibrated on held-in frames; None: none
+    min_skin_confidence: float | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -52,6 +54,10 @@ class ModelCard:
     def sibling(self, name: str) -> Path:
         """A file named in the card, next to the card."""
         return self.path.parent / name
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def file_sha256(path: Path) -> str:
@@ -90,6 +96,7 @@ def load_card(path: str | Path | None = None) -> ModelCard:
             mean=tuple(float(v) for v in norm["mean"]),
             std=tuple(float(v) for v in norm["std"]),
             sensitive_layers=tuple(raw.get("sensitive_layers") or ()),
+            min_skin_confidence=_optional_float((raw.get("assessability") or {}).get("min_skin_confidence")),
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -133,8 +133,9 @@ class SinkOp(LaneStageOp):
                 op_output.emit(result_message(frame, runtime.backend_info), "out")
         if self.release:
             runtime.release(batch)
+        # a frame that is not assessable changes no lane (it has no triage)
         outcomes = tuple((f.source, f.index, f.findings["triage"]) for f in batch.live
-                         if f.ok and f.findings) if self.escalation else ()
+                         if f.ok and f.findings and f.findings.get("triage")) if self.escalation else ()
         op_output.emit(Feedback(credit=batch.gated, outcomes=outcomes), "feedback")
         if self.view and not batch.failed and batch.live:
             op_output.emit(batch, "view")

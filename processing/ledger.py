@@ -48,6 +48,7 @@ class Ledger:
     processed: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> frames
     triage_levels: Counter = field(default_factory=Counter)
+    not_assessable: Counter = field(default_factory=Counter)  # processed frames given no numbers, by reason
     latencies_ms: list = field(default_factory=list)
     stage_ms: dict = field(default_factory=dict)  # stage -> [ms]
     first_entered: int | None = None
@@ -84,6 +85,8 @@ class Ledger:
                 lane_latencies.append(latency_ms)
                 if frame.findings and frame.findings.get("triage"):
                     self.triage_levels[frame.findings["triage"]["level"]] += 1
+                if frame.findings and frame.findings.get("assessable") is False:
+                    self.not_assessable[frame.findings["not_assessable_reason"]] += 1
                 for stage, ms in frame.stage_ms.items():
                     times = self.stage_ms.get(stage)
                     if times is None:
@@ -115,6 +118,9 @@ class Ledger:
             "processed": self.processed,
             "dropped": dict(self.dropped),
             "triage_levels": dict(self.triage_levels),
+            "not_assessable": dict(self.not_assessable),
+            # share of processed frames that got numbers (reported next to every accuracy figure)
+            "coverage": round(1 - sum(self.not_assessable.values()) / self.processed, 4) if self.processed else None,
             "latency_ms": percentiles(self.latencies_ms),
             "stage_ms_median": {k: round(float(np.median(v)), 3) for k, v in self.stage_ms.items()},
             "wall_s": round(wall, 3),

@@ -15,6 +15,9 @@ def result_record(frame: Frame, latency_ms: float, backend: dict) -> dict:
         "backend": backend.get("backend"),
         "precision": backend.get("precision"),
         "status": frame.status,
+        "assessable": findings.get("assessable") if frame.ok else None,
+        "not_assessable_reason": findings.get("not_assessable_reason"),
+        "skin_confidence": _rounded(findings.get("skin_confidence")),
         "pixels": findings.get("pixels"),
         "burn_share_of_skin": findings.get("burn_share_of_skin"),
         "tbsa_share_of_skin": findings.get("tbsa_share_of_skin"),
@@ -26,3 +29,7 @@ def result_record(frame: Frame, latency_ms: float, backend: dict) -> dict:
         # where the frame came from inside its source (DICOM: de-identified instance, frame in file)
         "origin": dict(frame.info.origin) or None,
     }
+
+
+def _rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)

@@ -41,8 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from holoburn.clinical.assessability import (
+    AssessLimits,
+    image_problem,
+    model_problem,
+    not_assessable_findings,
+    skin_confidence,
+)
 from holoburn.clinical.burn_size import burn_findings, count_pixels
-from holoburn.clinical.depth import CLASS_COLOURS_RGB, TINTED
+from holoburn.clinical.depth import CLASS_COLOURS_RGB, SKIN_CLASSES, TINTED
 from holoburn.processing.lanes import LanePolicy
 from holoburn.clinical.overlay import annotate, summary_lines, tint
 from holoburn.clinical.errors import BackendFailure, BadFrame
@@ -395,11 +402,13 @@ class LaneRuntime:
     outputs_in_slots = False
 
     def __init__(self, policy: LanePolicy, *, card, backend, triage_policy: TriagePolicy = TriagePolicy(),
-                 sources: dict | None = None, alpha: float = 0.45, slots: int | None = None, keep_logits: bool = False):
+                 sources: dict | None = None, alpha: float = 0.45, slots: int | None = None, keep_logits: bool = False,
+                 limits: AssessLimits = AssessLimits()):
         self.policy = policy
         self.lane = policy.lane
         self.card, self.backend = card, backend
         self.keep_logits = keep_logits  # validation: each frame keeps its logits (probabilities for AUC)
+        self.limits = limits  # when a frame is assessable (clinical.assessability)
         describe = getattr(backend, "describe", None)  # engines.backend.Backend; test stand-ins may lack it
         self.backend_info = {"model_id": card.model_id, **(describe() if describe else {})}
         self.triage_policy = triage_policy
@@ -429,11 +438,24 @@ class LaneRuntime:
         """The sink is done with the batch: its buffer set may take the next one."""
         self.release_slot(batch.slot)
 
-    def findings_for(self, frame: Frame, pixels: list[int]) -> dict:
+    def check_picture(self, frame: Frame) -> None:
+        """Before the picture leaves the host: is it a usable colour photograph?"""
+        problem = image_problem(frame.image, self.limits)
+        if problem:
+            frame.extra["not_assessable"] = problem
+
+    def findings_for(self, frame: Frame, pixels: list[int], confidence: float | None = None) -> dict:
+        """Clinical numbers of an assessable frame; only the reason for one that is not.
+        confidence: mean top-class probability over skin pixels (None: not measured)."""
+        total = sum(pixels)
+        skin_share = sum(pixels[c] for c in SKIN_CLASSES) / total if total else 0.0
+        reason = frame.extra.get("not_assessable") or model_problem(skin_share, confidence, self.limits)
+        if reason:
+            return not_assessable_findings(reason, confidence)
         facts = self.sources.get(frame.source) or SourceFacts()
         findings = burn_findings(pixels, region_pct=facts.region_pct, cm2_per_pixel=facts.cm2_per_pixel)
         findings["triage"] = triage_level(findings, body_region=facts.body_region, policy=self.triage_policy)
-        return findings
+        return {"assessable": True, "not_assessable_reason": None, "skin_confidence": confidence, **findings}
 
     stream_ptr = None
 
@@ -470,6 +492,7 @@ class CpuLaneRuntime(LaneRuntime):
         for frame in list(batch.live):
             row = batch.live.index(frame)
             try:
+                self.check_picture(frame)
                 _, frame.letterbox = prepare_input(frame.image, self.card.input_size, self.card.mean, self.card.std,
                                                    out=inputs[row : row + 1])
             except BadFrame as exc:
@@ -482,17 +505,22 @@ class CpuLaneRuntime(LaneRuntime):
 
     def postprocess(self, batch: LaneBatch) -> None:
         for i, frame in enumerate(batch.live):
-            frame.mask = segment(batch.logits[i : i + 1], frame.letterbox)
-            frame.findings = self.findings_for(frame, count_pixels(frame.mask))
+            box = frame.letterbox
+            frame.mask = segment(batch.logits[i : i + 1], box)
+            picture = batch.logits[i, :, box.top : box.top + box.height, box.left : box.left + box.width]
+            _, confidence = skin_confidence(picture)
+            frame.findings = self.findings_for(frame, count_pixels(frame.mask), confidence)
             if self.keep_logits:
                 frame.logits = batch.logits[i : i + 1].copy()
         batch.logits = None
 
     def overlay(self, batch: LaneBatch) -> None:
         for frame in batch.live:
-            overlay = tint(frame.image, frame.mask, self.alpha)
+            assessed = frame.findings.get("assessable", True)
+            # a frame that is not assessable shows the picture as it is, and says why
+            overlay = tint(frame.image, frame.mask, self.alpha) if assessed else frame.image.copy()
             if self.render:
-                overlay = annotate(overlay, frame.mask, summary_lines(frame.findings), frame.lane)
+                overlay = annotate(overlay, frame.mask if assessed else None, summary_lines(frame.findings), frame.lane)
             frame.overlay = overlay
 
     def finish(self, batch: LaneBatch) -> None:
@@ -681,6 +709,10 @@ class GpuLaneRuntime(LaneRuntime):
                 staging = g.frames[slot]
                 for j, frame in enumerate(members):
                     image = frame.image
+                    if not type(image).__module__.startswith("cupy"):
+                        # on the host still: is it a usable colour photograph? (the model's own doubt,
+                        # out_of_domain, is not measured on the GPU lanes yet: only no_skin_in_view)
+                        self.check_picture(frame)
                     if type(image).__module__.startswith("cupy"):
                         staging[j][...] = image
                         self.host_copies["frame_already_on_device"] += 1
@@ -771,6 +803,10 @@ class GpuLaneRuntime(LaneRuntime):
             counts = self.counts_host[batch.slot]
             for i, frame in enumerate(batch.live):
                 frame.findings = self.findings_for(frame, [int(c) for c in counts[i]])
+            for g, row, members in batch.groups:
+                for j, frame in enumerate(members):
+                    if frame.findings["assessable"] is False:  # shown as it is, never tinted
+                        frame.overlay = g.frames[batch.slot][j]
         elif batch.slot is not None and self._stream is not None:
             self.done_events[batch.slot].record(self._stream)  # whatever was enqueued must end before reuse
             self.done_events[batch.slot].synchronize()

@@ -176,8 +176,10 @@ def test_lanes_config_errors_name_the_file_and_key(tmp_path):
 
 
 def colour_frame(rgb, shape=(48, 64)):
+    """A picture of one colour with some texture (a flat picture is rightly judged blurred)."""
     frame = np.zeros((*shape, 3), np.uint8)
     frame[:] = rgb
+    frame[::4] = np.clip(np.asarray(rgb, np.int16) + 20, 0, 255)
     return frame
 
 

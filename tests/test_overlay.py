@@ -20,12 +20,12 @@ def test_tint_blends_only_burn_classes():
 def test_annotate_draws_outline_and_text():
     frame = np.zeros((120, 160, 3), np.uint8)
     mask = np.ones((120, 160), np.uint8)
-    mask[40:80, 60:100] = 5
+    mask[60:90, 100:140] = 5  # clear of the legend's panel (top left)
     result = {"burn_share_of_skin": 0.083, "tbsa_pct": None, "triage": {"level": "refer", "flags": ["full_thickness_present"], "note": "decision support"}}
     lines = summary_lines(result)
     assert lines[0] == "burn: 8.3% of visible skin" and "REFER" in lines[1]
     image = annotate(frame.copy(), mask, lines, "EMERGENCY")
-    assert (image[40, 70] == 255).all()  # burn edge drawn white
+    assert (image[60, 110] == 255).all()  # burn edge drawn white
     assert image[100:, :].any()  # text at the bottom
 
 

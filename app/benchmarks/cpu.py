@@ -60,7 +60,7 @@ def plain_loop(frames, backend, card) -> tuple[float, float]:
 def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
     """Frames per second of the whole Holoscan graph (app.graph, the graph every command runs),
     first frame in to last result written."""
-    from holoburn.app.graph import GraphPlan, SourceSpec, buffer_slack, build_runtimes, lane_policies, run_graph
+    from holoburn.app.graph import GraphPlan, SourceSpec, assess_limits, buffer_slack, build_runtimes, lane_policies, run_graph
     from holoburn.clinical.triage import Lane, LaneRouter
     from holoburn.processing.recorder import RunRecorder, SourceOutput
 
@@ -68,7 +68,7 @@ def pipeline_run(frames, fps, backend, card, config, out_dir: Path) -> dict:
     policies = lane_policies(config)
     runtimes, _ = build_runtimes([Lane.ROUTINE], policies, device="cpu", card=card, sources=[source],
                                  alpha=config["overlay"]["alpha"], open_backend_for=lambda lane: backend,
-                                 extra_slots=buffer_slack("chain", "cpu"))
+                                 extra_slots=buffer_slack("chain", "cpu"), limits=assess_limits(config, card))
     recorder = RunRecorder(out_dir, [SourceOutput("bench", fps)], fourcc=config["video_sink"]["fourcc"],
                            backend=backend.describe(), picture_threads=False)  # as replay does for one CPU source
     plan = GraphPlan(sources=[source], runtimes=runtimes, policies=policies, router=LaneRouter({"bench": Lane.ROUTINE}),

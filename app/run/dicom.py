@@ -86,7 +86,7 @@ class DicomExporter:
         if frame.source != self.source_id:
             return
         dataset = self.reader.take_header(dict(frame.info.origin))
-        if not frame.ok or dataset is None:
+        if not frame.ok or dataset is None or not record["assessable"]:  # no burn classes to export
             return
         from holoburn.clinical.dicom_export import write_overlay_capture, write_segmentation
 

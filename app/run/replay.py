@@ -14,7 +14,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from holoburn.app.graph import GraphPlan, SourceSpec, buffer_slack, build_runtimes, lane_policies, lanes_in_use, run_graph
+from holoburn.app.graph import (
+    GraphPlan,
+    SourceSpec,
+    assess_limits,
+    buffer_slack,
+    build_runtimes,
+    lane_policies,
+    lanes_in_use,
+    run_graph,
+)
 from holoburn.app.run.engine_setup import ensure_engine
 from holoburn.app.run.sources import gxf_recording, open_reader, parse_source, source_id
 from holoburn.clinical.burn_size import region_tbsa_pct
@@ -144,6 +153,7 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
         runtimes, priorities = build_runtimes(
             lanes, policies, device=device, card=card, sources=sources, frame_sizes=sizes,
             extra_slots=buffer_slack("chain" if single else "lanes", device), keep_logits=keep_logits,
+            limits=assess_limits(config, card),
             triage=TriagePolicy(tri["partial_tbsa_threshold_pct"], tri["min_share_of_skin"]),
             alpha=config["overlay"]["alpha"], open_backend_for=lambda lane: open_backend_for(card, inference, device))
         backend = next(iter(runtimes.values())).backend

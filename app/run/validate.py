@@ -91,7 +91,9 @@ class Scorer:
     def __init__(self, truth: GroundTruth, *, region_pct=None, policy=TriagePolicy(), probabilities=True, examples=6):
         self.truth, self.region_pct, self.policy = truth, region_pct, policy
         self.probabilities = probabilities
-        self.accumulator = ValidationAccumulator()
+        self.accumulator = ValidationAccumulator()  # every processed frame, assessable or not
+        self.assessed = ValidationAccumulator()  # only the frames that got numbers
+        self.not_assessable: dict[str, int] = {}
         self.worst = WorstFrames(examples)
         self.seen: set[int] = set()
 
@@ -108,12 +110,16 @@ class Scorer:
         if self.probabilities and frame.logits is not None:
             probs = restore_probabilities(softmax(np.asarray(frame.logits[0], np.float32)), frame.letterbox)
         truth_findings = burn_findings(count_pixels(truth), region_pct=self.region_pct)
-        dice = self.accumulator.add(
-            frame.index, truth, frame.mask, probs, latency_ms=record["latency_ms"],
-            predicted_tbsa_pct=record["tbsa_pct"], truth_tbsa_pct=truth_findings["tbsa_pct"],
-            predicted_triage=record["triage"]["level"],
-            truth_triage=triage_level(truth_findings, policy=self.policy)["level"],
-        )
+        scored = dict(latency_ms=record["latency_ms"], predicted_tbsa_pct=record["tbsa_pct"],
+                      truth_tbsa_pct=truth_findings["tbsa_pct"],
+                      predicted_triage=record["triage"]["level"] if record["triage"] else "not_assessable",
+                      truth_triage=triage_level(truth_findings, policy=self.policy)["level"])
+        dice = self.accumulator.add(frame.index, truth, frame.mask, probs, **scored)
+        if record["assessable"]:
+            self.assessed.add(frame.index, truth, frame.mask, probs, **scored)
+        else:
+            reason = record["not_assessable_reason"]
+            self.not_assessable[reason] = self.not_assessable.get(reason, 0) + 1
         # the input picture where the lane kept it on the host (CPU), else the overlay (GPU lanes)
         self.worst.offer(frame.index, dice, frame.image if frame.image is not None else frame.overlay, truth, frame.mask)
         frame.logits = None
@@ -141,6 +147,14 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
                      progress=Progress("validating", None))
     scorer.finish(summary["frames_in"] - 1)
     metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started, block_frames=bootstrap_block)
+    # coverage beside every accuracy figure: the metrics above are over every evaluated frame,
+    # these over the frames the pipeline found assessable (the ones a clinician sees numbers for)
+    evaluated = metrics["frames"]["evaluated"]
+    assessed = evaluated - sum(scorer.not_assessable.values())
+    metrics["coverage"] = {"assessed": assessed, "evaluated": evaluated,
+                           "share": round(assessed / evaluated, 4) if evaluated else None,
+                           "not_assessable": scorer.not_assessable}
+    metrics["assessed_frames"] = scorer.assessed.summary(block_frames=bootstrap_block) if assessed else None
     metrics["run"] = {k: summary.get(k) for k in ("source", "model_id", "model_sha256", "backend", "backend_version",
                                                    "precision", "device", "frames_in", "processed", "dropped")}
     return metrics, summary, scorer

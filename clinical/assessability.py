@@ -1,0 +1,121 @@
+"""Is this frame something the model can judge? Decided before any number counts.
+
+A burn-assessment aid sees whatever the camera sees: a face, a blanket, a CT on a screen, a
+photograph of a street. A confident false "refer" costs a transfer and the clinician's trust, so
+a frame gets numbers only when it is assessable; otherwise it carries one reason:
+
+| reason            | decided from                                                             |
+|-------------------|--------------------------------------------------------------------------|
+| not_a_photograph  | the picture has no colour (CT, MR, X-ray, ultrasound, greyscale video)   |
+| image_quality     | too dark, overexposed or blurred (thresholds in the config's `assess`)   |
+| no_skin_in_view   | the model finds (almost) no skin                                         |
+| out_of_domain     | the model is unsure where it sees skin: the mean top-class probability   |
+|                   | over skin pixels is below the model card's calibrated threshold          |
+
+The out-of-domain score was chosen by measurement (README: Assessability): on the shipped model
+the mean maximum softmax over skin pixels separates its own held-in frames (2nd percentile 0.97)
+from real photographs without burn (0.74-0.88) by a wide margin, wider than the mean over all
+pixels or the energy score. The threshold is calibrated so that 98 % of held-in frames pass and
+is written into the model card with its calibration data.
+
+Plain functions on arrays; no Holoscan, no GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from holoburn.clinical.depth import SKIN_CLASSES
+from holoburn.clinical.errors import BadFrame
+
+NOT_A_PHOTOGRAPH = "not_a_photograph"
+IMAGE_QUALITY = "image_quality"
+NO_SKIN = "no_skin_in_view"
+OUT_OF_DOMAIN = "out_of_domain"
+
+#: each reason in words, as the overlay and the report say it
+REASONS = {
+    NOT_A_PHOTOGRAPH: "not a colour photograph",
+    IMAGE_QUALITY: "image too dark, overexposed or blurred",
+    NO_SKIN: "no skin in view",
+    OUT_OF_DOMAIN: "outside what the model knows",
+}
+
+
+@dataclass(frozen=True)
+class AssessLimits:
+    """Thresholds (config section `assess`; the confidence threshold from the model card).
+
+    min_colour: mean absolute channel difference (0..255) below which a picture is greyscale.
+    dark_luma / bright_share: mean luma (0..255) below which a picture is too dark; share of
+    near-white pixels above which it is overexposed. min_sharpness: variance of the Laplacian of
+    the grey picture at 256 px width below which it is blurred. min_skin_share: share of the
+    picture the model must call skin (healthy or burned). min_skin_confidence: mean top-class
+    probability over skin pixels (None: not checked).
+    """
+
+    min_colour: float = 4.0
+    dark_luma: float = 35.0
+    bright_share: float = 0.6
+    min_sharpness: float = 15.0
+    min_skin_share: float = 0.02
+    min_skin_confidence: float | None = None
+
+
+def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
+    height, w = image_rgb.shape[:2]
+    if w <= width:
+        return image_rgb
+    return cv2.resize(image_rgb, (width, max(1, round(height * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:
+    """The picture's own problem, before the model runs: (H, W, 3) uint8 RGB -> reason or None.
+    A picture of another shape cannot be judged at all: BadFrame."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8 or not image_rgb.size:
+        raise BadFrame("not_rgb", f"expected an (H, W, 3) uint8 RGB frame, got {image_rgb.dtype} {tuple(image_rgb.shape)}")
+    small = _thumbnail(image_rgb)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    # exposure first: a dark picture has little colour left, and is a problem of the picture
+    if float(grey.mean()) < limits.dark_luma or float((grey > 245).mean()) > limits.bright_share:
+        return IMAGE_QUALITY
+    channels = small.astype(np.int16)
+    colour = float(np.mean(np.abs(channels[..., 0] - channels[..., 1]) + np.abs(channels[..., 1] - channels[..., 2])) / 2)
+    if colour < limits.min_colour:
+        return NOT_A_PHOTOGRAPH
+    if float(cv2.Laplacian(grey, cv2.CV_64F).var()) < limits.min_sharpness:
+        return IMAGE_QUALITY
+    return None
+
+
+def skin_confidence(logits: np.ndarray) -> tuple[float, float | None]:
+    """(C, H, W) logits of the picture (letterbox padding cut off) -> (share of pixels called
+    skin, mean top-class probability over those pixels, None when there are none)."""
+    skin = np.isin(logits.argmax(axis=0), SKIN_CLASSES)
+    share = float(skin.mean())
+    return share, (float(top_probability(logits)[skin].mean()) if skin.any() else None)
+
+
+def model_problem(skin_share: float, confidence: float | None, limits: AssessLimits) -> str | None:
+    """The model's own doubt: reason or None. confidence None: not measured (no out-of-domain check)."""
+    if skin_share < limits.min_skin_share:
+        return NO_SKIN
+    if None not in (confidence, limits.min_skin_confidence) and confidence < limits.min_skin_confidence:
+        return OUT_OF_DOMAIN
+    return None
+
+
+def top_probability(logits: np.ndarray) -> np.ndarray:
+    """(C, H, W) logits -> (H, W) probability of the top class (softmax max, computed as
+    1 / sum(exp(l - max)) without making the whole softmax)."""
+    top = logits.max(axis=0)
+    return 1.0 / np.exp(logits - top).sum(axis=0)
+
+
+def not_assessable_findings(reason: str, confidence: float | None = None) -> dict:
+    """The findings of a frame that is not assessable: the reason, and no numbers at all."""
+    return {"assessable": False, "not_assessable_reason": reason, "skin_confidence": confidence,
+            "pixels": None, "burn_share_of_skin": None, "tbsa_share_of_skin": None, "tbsa_pct": None,
+            "area_cm2": None, "triage": None}
