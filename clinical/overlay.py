@@ -56,6 +56,9 @@ def _outline(mask) -> np.ndarray:
     return cv2.morphologyEx(burn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
 
 
+DEMONSTRATION = "demonstration model trained on synthetic scenes, not for clinical use"
+
+
 def summary_lines(result: dict) -> list[str]:
     """Short text lines for the overlay from one frame's findings and triage."""
     if result.get("assessable") is False:
@@ -91,8 +94,9 @@ def annotate(image_rgb: np.ndarray, mask: np.ndarray | None, lines: list[str], l
     for line in lines:
         _text(image_rgb, line, (8, y), scale)
         y += step
-    if lane:
-        _text(image_rgb, lane, (width - int(150 * scale / 0.6), step), scale)
+    if lane:  # right-aligned: the lane and, when escalated, why
+        text_width = cv2.getTextSize(lane, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        _text(image_rgb, lane, (max(8, width - text_width - 8), step), scale)
     return image_rgb
 
 

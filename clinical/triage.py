@@ -7,9 +7,11 @@ decision support: a clinician decides.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass, field
 
 from holoburn.clinical.burn_size import SPECIAL_REGIONS
+from holoburn.clinical.errors import BadConfig
 
 DECISION_SUPPORT_NOTE = "decision support only; a clinician decides"
 
@@ -61,36 +63,62 @@ def triage_level(findings: dict, *, body_region: str | None = None, policy: Tria
     return {"level": level, "flags": flags, "note": DECISION_SUPPORT_NOTE}
 
 
+URGENT_FLAGS = {"full_thickness_present": "full-thickness", "partial_thickness_tbsa_over_threshold": "partial-thickness TBSA"}
+
+
 @dataclass
 class LaneRouter:
-    """Lane of each source: its configured default, raised to EMERGENCY while its last result
-    shows a referral-grade finding, lowered back after `calm_frames` frames without one."""
+    """Lane of each source: its configured default, raised to EMERGENCY on evidence that
+    persists (a referral-grade finding in `evidence` of the last `window` assessed frames), lowered
+    back after `calm_frames` assessed frames without one. One frame is not evidence: a clinician
+    who sees EMERGENCY must be able to read why (`reason_for`)."""
 
     defaults: dict[str, Lane]
     fallback: Lane = Lane.ROUTINE
     escalate: bool = True
     calm_frames: int = 30
+    evidence: int = 3
+    window: int = 5
     _escalated: dict[str, int] = field(default_factory=dict)  # source -> calm frames seen so far
+    _recent: dict[str, deque] = field(default_factory=dict)  # source -> urgent flags of its last frames
     changes: list[dict] = field(default_factory=list)  # every change of lane, with its reason
+
+    def __post_init__(self):
+        if not 1 <= self.evidence <= self.window:
+            raise BadConfig(f"triage: escalate_after ({self.evidence}) must be between 1 and escalate_window "
+                            f"({self.window})")
 
     def lane_for(self, source: str) -> Lane:
         if source in self._escalated:
             return Lane.EMERGENCY
         return self.defaults.get(source, self.fallback)
 
+    def reason_for(self, source: str) -> str:
+        """Why the source is in EMERGENCY, in words ("" when it is not escalated)."""
+        if source not in self._escalated:
+            return ""
+        recent = self._recent.get(source, ())
+        counts = {name: sum(name in flags for flags in recent) for name in URGENT_FLAGS}
+        flag = max(counts, key=counts.get)
+        text = f"{URGENT_FLAGS[flag]} in {counts[flag]} of last {len(recent)} frames"
+        calm = self._escalated[source]
+        return text + (f", calm for {calm} of {self.calm_frames}" if calm else "")
+
     def observe(self, source: str, frame_index: int, triage: dict) -> None:
-        """Feed back one result; escalate or calm down the source's lane."""
+        """Feed back one assessed frame's triage; escalate or calm down the source's lane."""
         if not self.escalate:
             return
-        urgent = any(f in triage["flags"] for f in ("full_thickness_present", "partial_thickness_tbsa_over_threshold"))
+        urgent = tuple(f for f in triage["flags"] if f in URGENT_FLAGS)
+        recent = self._recent.setdefault(source, deque(maxlen=self.window))
+        recent.append(urgent)
         before = self.lane_for(source)
-        if urgent:
-            self._escalated[source] = 0
-        elif source in self._escalated:
-            self._escalated[source] += 1
+        if source in self._escalated:
+            self._escalated[source] = 0 if urgent else self._escalated[source] + 1
             if self._escalated[source] >= self.calm_frames:
                 del self._escalated[source]
+        elif sum(bool(flags) for flags in recent) >= self.evidence:
+            self._escalated[source] = 0
         after = self.lane_for(source)
         if after != before:
-            reason = ",".join(triage["flags"]) if urgent else f"calm for {self.calm_frames} frames"
+            reason = self.reason_for(source) if after is Lane.EMERGENCY else f"calm for {self.calm_frames} frames"
             self.changes.append({"source": source, "frame": frame_index, "from": before.name, "to": after.name, "reason": reason})

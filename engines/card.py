@@ -42,6 +42,7 @@ class ModelCard:
     sensitive_layers: tuple[str, ...] = ()
     # the out-of-domain threshold (clinical.assessability), calibrated on held-in frames; None: none
     min_skin_confidence: float | None = None
+    demonstration: bool = False  # trained on synthetic scenes: every overlay says so
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -97,6 +98,7 @@ def load_card(path: str | Path | None = None) -> ModelCard:
             std=tuple(float(v) for v in norm["std"]),
             sensitive_layers=tuple(raw.get("sensitive_layers") or ()),
             min_skin_confidence=_optional_float((raw.get("assessability") or {}).get("min_skin_confidence")),
+            demonstration=bool(raw.get("demonstration", False)),
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:

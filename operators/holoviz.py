@@ -30,7 +30,8 @@ class HolovizFeedOp(Operator):
 
         batch: LaneBatch = op_input.receive("in")
         frame = batch.live[-1]
-        lines = [f"{frame.source} #{frame.index} [{frame.lane}]"] + summary_lines(frame.findings or {})[:3]
+        lane = f"{frame.lane}: {frame.extra['lane_reason']}" if frame.extra.get("lane_reason") else frame.lane
+        lines = [f"{frame.source} #{frame.index} [{lane}]"] + summary_lines(frame.findings or {})[:3]
         legend_xy = np.asarray([(0.01, 0.03 + 0.035 * i, 0.03) for i in range(len(self._legend))], np.float32)
         numbers_xy = np.asarray([(0.01, 0.80 + 0.04 * i, 0.03) for i in range(len(lines))], np.float32)
         op_output.emit({"overlay": frame.overlay, "legend": legend_xy, "numbers": numbers_xy}, "outputs")

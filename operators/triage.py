@@ -108,6 +108,8 @@ class TriageOp(Operator):
     def route(self, frame: Frame, op_output) -> None:
         lane = self.router.lane_for(frame.source)
         frame.lane = lane.name
+        if lane is Lane.EMERGENCY and (reason := self.router.reason_for(frame.source)):
+            frame.extra["lane_reason"] = reason  # the overlay says why, beside the lane
         name = self.routes.get(lane) or self.routes[Lane.ROUTINE]
         chain = self.chains[name]
         if chain.board is None:

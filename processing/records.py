@@ -12,6 +12,7 @@ def result_record(frame: Frame, latency_ms: float, backend: dict) -> dict:
         "frame": frame.index,
         "timestamp_s": round(frame.timestamp_s, 6),
         "lane": frame.lane,
+        "lane_reason": frame.extra.get("lane_reason"),
         "backend": backend.get("backend"),
         "precision": backend.get("precision"),
         "status": frame.status,

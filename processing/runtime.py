@@ -51,7 +51,7 @@ from holoburn.clinical.assessability import (
 from holoburn.clinical.burn_size import burn_findings, count_pixels
 from holoburn.clinical.depth import CLASS_COLOURS_RGB, SKIN_CLASSES, TINTED
 from holoburn.processing.lanes import LanePolicy
-from holoburn.clinical.overlay import annotate, summary_lines, tint
+from holoburn.clinical.overlay import DEMONSTRATION, annotate, summary_lines, tint
 from holoburn.clinical.errors import BackendFailure, BadFrame
 from holoburn.clinical.triage import Lane, TriagePolicy, triage_level
 from holoburn.processing.preprocess import letterbox_geometry, nearest_indices, prepare_input, segment
@@ -520,7 +520,9 @@ class CpuLaneRuntime(LaneRuntime):
             # a frame that is not assessable shows the picture as it is, and says why
             overlay = tint(frame.image, frame.mask, self.alpha) if assessed else frame.image.copy()
             if self.render:
-                overlay = annotate(overlay, frame.mask if assessed else None, summary_lines(frame.findings), frame.lane)
+                lane = f"{frame.lane}: {frame.extra['lane_reason']}" if frame.extra.get("lane_reason") else frame.lane
+                lines = summary_lines(frame.findings) + ([DEMONSTRATION] if self.card.demonstration else [])
+                overlay = annotate(overlay, frame.mask if assessed else None, lines, lane)
             frame.overlay = overlay
 
     def finish(self, batch: LaneBatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 
 import cv2
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -82,3 +84,16 @@ def red_green_video(tmp_path_factory):
     frame[:, :80] = (230, 20, 20)
     frame[:, 80:] = (20, 230, 20)
     return write_video(tmp_path_factory.mktemp("video") / "red_green.mp4", [frame] * 12)
+
+
+#: result fields that depend on timing: latencies, and the lane (escalation applies from whichever
+#: frame is triaged after the result that raised it); a frame's mask and numbers never do
+TIMING_FIELDS = ("latency_ms", "stage_ms", "lane", "lane_reason")
+
+
+def timing_free(path, also=()) -> list[dict]:
+    """The records of a results.jsonl without the fields that depend on timing (and `also`)."""
+    import json
+
+    drop = set(TIMING_FIELDS) | set(also)
+    return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in Path(path).read_text().splitlines()]

@@ -191,7 +191,11 @@ def test_every_preset_runs_a_real_graph_on_the_cpu(name, tmp_path, tiny_card, re
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["status"] == "ok" and r["backend"] == "onnxruntime" for r in records)
     first_lane = preset.get("source", {}).get("lane", "ROUTINE")
-    assert records[0]["lane"] == first_lane and records[-1]["lane"] == "EMERGENCY"  # red is full thickness
+    assert records[0]["lane"] == first_lane
+    # red is full thickness: the source escalates once the evidence has come back (which frame
+    # is the first to travel in the emergency lane depends on timing)
+    changes = json.loads((out / "summary.json").read_text())["lane_changes"]
+    assert [(c["from"], c["to"]) for c in changes][:1] == [(first_lane, "EMERGENCY")]
 
 
 @pytest.mark.gpu

@@ -17,10 +17,9 @@ def free_port() -> int:
 
 
 def records(path):
-    # lanes are left out: escalation applies from whichever frame is triaged after the result
-    # that raised it, which depends on timing in any pipelined graph
-    keep = lambda r: {k: v for k, v in r.items() if k not in ("latency_ms", "stage_ms", "lane")}
-    return [keep(json.loads(line)) for line in path.read_text().splitlines()]
+    from conftest import timing_free
+
+    return timing_free(path)
 
 
 def test_three_fragment_processes_match_one_process(tmp_path, tiny_card, red_green_video):

@@ -131,13 +131,14 @@ def test_board_drop_accounting_and_drain():
 
 
 def test_escalation_moves_a_source_into_the_emergency_queue():
-    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=2)
+    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=2, evidence=1, window=1)
     board = board_with(depth=10)
     board.push(router.lane_for("cam"), "f0")
     router.observe("cam", 0, {"flags": ["full_thickness_present"]})
     board.push(router.lane_for("cam"), "f1")
     assert board.next_batch() == (Lane.EMERGENCY, ["f1"])  # served before its own older routine frame
-    assert router.changes[-1]["to"] == "EMERGENCY" and router.changes[-1]["reason"] == "full_thickness_present"
+    assert router.changes[-1]["to"] == "EMERGENCY"
+    assert router.changes[-1]["reason"] == "full-thickness in 1 of last 1 frames"
     router.observe("cam", 1, {"flags": []}), router.observe("cam", 2, {"flags": []})
     assert router.lane_for("cam") is Lane.ROUTINE and router.changes[-1]["reason"] == "calm for 2 frames"
 
@@ -209,7 +210,8 @@ def cpu_plan(tiny_card, sources, mode="lanes", escalate=False, overrides=None):
         config["lanes"][lane].update(settings)
     config["scheduler"]["worker_threads"] = 2
     policies = lane_policies(config)
-    router = LaneRouter({s.source_id: s.lane for s in sources}, escalate=escalate, calm_frames=1000)
+    router = LaneRouter({s.source_id: s.lane for s in sources}, escalate=escalate, calm_frames=1000,
+                        evidence=config["triage"]["escalate_after"], window=config["triage"]["escalate_window"])
     backend = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=1)
     lanes = [sources[0].lane] if mode == "chain" else lanes_in_use(sources, router)
     runtimes, _ = build_runtimes(lanes, policies, device="cpu", card=card, open_backend_for=lambda lane: backend,
@@ -297,7 +299,7 @@ def test_cpu_escalation_reroutes_a_source_and_logs_the_change(tiny_card, caplog)
         summary, records = run(cpu_plan(tiny_card, sources, escalate=True))
     changes = summary["lane_changes"]
     assert [(c["source"], c["from"], c["to"]) for c in changes] == [("cam:burn", "ROUTINE", "EMERGENCY")]
-    assert changes[0]["reason"] == "full_thickness_present"
+    assert changes[0]["reason"].startswith("full-thickness in 3 of last")
     assert any("lane change: cam:burn" in m for m in caplog.messages)
     burn = sorted((r for r in records if r.source == "cam:burn"), key=lambda r: r.index)
     assert burn[0].lane == "ROUTINE" and burn[-1].lane == "EMERGENCY" and burn[-1].queue_lane == "EMERGENCY"

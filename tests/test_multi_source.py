@@ -46,7 +46,9 @@ def test_one_source_gives_the_same_results_every_time(tmp_path, tiny_card, red_g
     from holoburn.app.config import load_config
     from holoburn.app.run.replay import replay
 
-    keep = lambda r: {k: v for k, v in r.items() if k not in ("latency_ms", "stage_ms", "lane")}
+    from conftest import TIMING_FIELDS
+
+    keep = lambda r: {k: v for k, v in r.items() if k not in TIMING_FIELDS}
     runs = []
     for attempt in range(5):
         out = tmp_path / f"out{attempt}"

@@ -10,10 +10,9 @@ from test_pipeline import holoburn
 
 
 def records(path):
-    # lanes are left out: escalation applies from whichever frame is triaged after the result
-    # that raised it, which depends on timing
-    keep = lambda r: {k: v for k, v in r.items() if k not in ("latency_ms", "stage_ms", "source", "timestamp_s", "lane")}
-    return [keep(json.loads(line)) for line in path.read_text().splitlines()]
+    from conftest import timing_free
+
+    return timing_free(path, also=("source", "timestamp_s"))  # a recording names its source anew
 
 
 def test_gxf_recording_round_trip(tmp_path, tiny_card, red_green_video):

@@ -1,6 +1,7 @@
 import pytest
 
 from holoburn.clinical.burn_size import burn_findings
+from holoburn.clinical.errors import BadConfig
 from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy, triage_level
 
 
@@ -25,20 +26,27 @@ def test_special_region_and_speckle():
     assert triage_level(speckle, policy=TriagePolicy(min_share_of_skin=0.002))["level"] == "none"
 
 
-def test_router_escalates_and_calms_down():
-    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=3)
+def test_router_escalates_on_persistent_evidence_and_calms_down():
+    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=3, evidence=3, window=5)
     refer = {"flags": ["full_thickness_present"]}
     calm = {"flags": []}
     assert router.lane_for("cam") is Lane.ROUTINE
-    router.observe("cam", 0, refer)
+    for i, triage in enumerate((refer, calm, refer)):  # two of three: not yet evidence
+        router.observe("cam", i, triage)
+        assert router.lane_for("cam") is Lane.ROUTINE and router.reason_for("cam") == ""
+    router.observe("cam", 3, refer)  # three of the last four
     assert router.lane_for("cam") is Lane.EMERGENCY
+    assert router.reason_for("cam") == "full-thickness in 3 of last 4 frames"
     for i in range(2):
-        router.observe("cam", i + 1, calm)
+        router.observe("cam", 4 + i, calm)
         assert router.lane_for("cam") is Lane.EMERGENCY
-    router.observe("cam", 3, calm)
+    assert router.reason_for("cam").endswith("calm for 2 of 3")
+    router.observe("cam", 6, calm)
     assert router.lane_for("cam") is Lane.ROUTINE
     assert [(c["from"], c["to"]) for c in router.changes] == [("ROUTINE", "EMERGENCY"), ("EMERGENCY", "ROUTINE")]
-    assert router.changes[0]["reason"] == "full_thickness_present"
+    assert router.changes[0]["reason"] == "full-thickness in 3 of last 4 frames"
+    with pytest.raises(BadConfig):
+        LaneRouter(defaults={}, evidence=6, window=5)
 
 
 def test_lane_names():

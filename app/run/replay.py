@@ -143,7 +143,7 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
     card = load_card(inference["model"] or None)
     policies = lane_policies(config)
     router = LaneRouter(defaults={s.source_id: s.lane for s in sources}, escalate=tri["escalate"],
-                        calm_frames=tri["calm_frames"])
+                        calm_frames=tri["calm_frames"], evidence=tri["escalate_after"], window=tri["escalate_window"])
     single = len(sources) == 1
     lanes = [sources[0].lane] if single else lanes_in_use(sources, router)
     runtimes, priorities, backend = {}, {}, None
