@@ -9,6 +9,7 @@ import subprocess
 import sys
 from importlib import resources
 
+import numpy as np
 import pytest
 
 from holoburn.app.config import ConfigError, load_config, problems
@@ -176,20 +177,25 @@ def test_the_command_line(tmp_path):
 
 # -- the presets in real runs ---------------------------------------------------------------------
 @pytest.mark.parametrize("name", PRESETS)
-def test_every_preset_runs_a_real_graph_on_the_cpu(name, tmp_path, tiny_card, red_green_video):
+def test_every_preset_runs_a_real_graph_on_the_cpu(name, tmp_path, tiny_card):
     """`holoburn run --config PRESET`; a preset made for a GPU backend runs here on the CPU reference
     backend (its GPU path is the gpu-marked test below), everything else as the preset says."""
     import yaml
+
+    from conftest import write_video
+    from test_lanes import RED, GREEN, colour_frame
 
     preset = yaml.safe_load(preset_text(name))
     cpu = preset["inference"]["backend"] == "onnxruntime"
     extra = [] if cpu else ["--backend", "onnxruntime", "--precision", "fp32"]
     out = tmp_path / "out"
-    result = holoburn("run", "--config", name, "--source", f"video:{red_green_video}", "--model", tiny_card,
-                      "--out", out, "--max-frames", 6, *extra)
+    # 40 frames, left half red: long enough for the escalation evidence to come back while frames flow
+    frame = np.concatenate([colour_frame(RED, (120, 80)), colour_frame(GREEN, (120, 80))], axis=1)
+    video = write_video(tmp_path / "red_green_40.mp4", [frame] * 40)
+    result = holoburn("run", "--config", name, "--source", f"video:{video}", "--model", tiny_card, "--out", out, *extra)
     assert result.returncode == 0, result.stderr
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and all(r["status"] == "ok" and r["backend"] == "onnxruntime" for r in records)
+    assert len(records) == 40 and all(r["status"] == "ok" and r["backend"] == "onnxruntime" for r in records)
     first_lane = preset.get("source", {}).get("lane", "ROUTINE")
     assert records[0]["lane"] == first_lane
     # red is full thickness: the source escalates once the evidence has come back (which frame

@@ -171,7 +171,9 @@ def test_scraped_during_a_real_pipeline_run(tmp_path, tiny_card, red_green_video
 
     try:
         config = load_config(None, {"source.location": f"video:{red_green_video}", "inference.model": str(tiny_card),
-                                    "inference.backend": "onnxruntime"})
+                                    "inference.backend": "onnxruntime",
+                                    # three passes: the escalation evidence (3 of 5 frames) comes back while frames flow
+                                    "source.loop": True, "source.max_frames": 36})
         summary = replay(config, [config["source"]["location"]], tmp_path / "out",
                          observers=(metrics.observer, scrape_at_frame_5))
         metrics.describe(model_id=summary["model_id"], backend=summary["backend"],
@@ -182,7 +184,7 @@ def test_scraped_during_a_real_pipeline_run(tmp_path, tiny_card, red_green_video
         metrics.stop()
     source = summary["source"]
     assert value(mid_run, "holoburn_frames_in_total", source=source) == 6  # frames 0..5
-    assert value(after, "holoburn_frames_in_total", source=source) == summary["frames_in"] == 12
+    assert value(after, "holoburn_frames_in_total", source=source) == summary["frames_in"] == 36
     processed = sum(v for (name, labels), v in after.items() if name == "holoburn_frames_processed_total")
     assert processed == summary["processed"]
     # the red half is full thickness: the source is raised from ROUTINE to EMERGENCY once
