@@ -71,6 +71,19 @@ def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
     return cv2.resize(image_rgb, (width, max(1, round(height * width / w))), interpolation=cv2.INTER_AREA)
 
 
+#: DICOM modalities that are not visible-light photographs of the body surface, whatever their
+#: pixels look like (a colour Doppler ultrasound or a fused PET/CT is RGB too)
+NOT_PHOTOGRAPHIC_MODALITIES = frozenset({
+    "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "RG", "IO", "PX", "DR", "DF", "DS", "EC", "CD",
+    "DD", "OPT", "IVOCT", "IVUS", "BMD", "TG", "RTIMAGE", "SEG", "SR", "PR", "KO", "REG", "OCT",
+})
+
+
+def modality_problem(modality: str | None) -> str | None:
+    """A DICOM source's Modality that is not a photograph -> NOT_A_PHOTOGRAPH (None: fine or unknown)."""
+    return NOT_A_PHOTOGRAPH if modality and modality.upper() in NOT_PHOTOGRAPHIC_MODALITIES else None
+
+
 def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:
     """The picture's own problem, before the model runs: (H, W, 3) uint8 RGB -> reason or None.
     A picture of another shape cannot be judged at all: BadFrame."""

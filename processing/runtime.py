@@ -44,6 +44,7 @@ import numpy as np
 from holoburn.clinical.assessability import (
     AssessLimits,
     image_problem,
+    modality_problem,
     model_problem,
     not_assessable_findings,
     skin_confidence,
@@ -440,7 +441,7 @@ class LaneRuntime:
 
     def check_picture(self, frame: Frame) -> None:
         """Before the picture leaves the host: is it a usable colour photograph?"""
-        problem = image_problem(frame.image, self.limits)
+        problem = modality_problem(dict(frame.info.origin).get("modality")) or image_problem(frame.image, self.limits)
         if problem:
             frame.extra["not_assessable"] = problem
 

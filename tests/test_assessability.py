@@ -90,3 +90,23 @@ def test_the_bundled_sample_is_assessed_and_validation_reports_coverage(tmp_path
     assert metrics["coverage"]["share"] == 1.0 and metrics["coverage"]["not_assessable"] == {}
     assert metrics["assessed_frames"]["pixel_pooled"]["any_burn"]["dice"] == \
         pytest.approx(metrics["pixel_pooled"]["any_burn"]["dice"])
+
+
+def test_a_ct_slice_is_not_a_photograph(tmp_path):
+    """pydicom's own CT_small.dcm through the real graph: no burn figures, whatever its pixels."""
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm")
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"dicom:{ct}", "--out", out)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["assessable"] is False and record["not_assessable_reason"] == NOT_A_PHOTOGRAPH
+    assert record["triage"] is None and record["origin"]["modality"] == "CT"
+
+
+def test_a_colour_picture_from_a_radiology_modality_is_not_a_photograph():
+    from holoburn.clinical.assessability import modality_problem
+
+    assert modality_problem("US") == NOT_A_PHOTOGRAPH  # colour Doppler is RGB, and still no photograph
+    assert modality_problem("XC") is None and modality_problem("") is None and modality_problem(None) is None
