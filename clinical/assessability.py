@@ -53,7 +53,9 @@ class AssessLimits:
     near-white pixels above which it is overexposed. min_sharpness: variance of the Laplacian of
     the grey picture at 256 px width below which it is blurred. min_skin_share: share of the
     picture the model must call skin (healthy or burned). min_skin_confidence: mean top-class
-    probability over skin pixels (None: not checked).
+    probability over skin pixels (None: not checked). min_pixel_confidence / min_region_px: a
+    burn pixel whose top-class probability is lower, or whose region of one depth is smaller (in
+    model-input pixels), is shown and counted as uncertain, not as a depth.
     """
 
     min_colour: float = 4.0
@@ -62,6 +64,8 @@ class AssessLimits:
     min_sharpness: float = 15.0
     min_skin_share: float = 0.02
     min_skin_confidence: float | None = None
+    min_pixel_confidence: float = 0.5
+    min_region_px: int = 12
 
 
 def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
@@ -132,3 +136,22 @@ def not_assessable_findings(reason: str, confidence: float | None = None) -> dic
     return {"assessable": False, "not_assessable_reason": reason, "skin_confidence": confidence,
             "pixels": None, "burn_share_of_skin": None, "tbsa_share_of_skin": None, "tbsa_pct": None,
             "area_cm2": None, "triage": None}
+
+
+UNCERTAIN = 255  # mask value of a burn pixel the model is not sure of: drawn grey, counted as no depth
+
+
+def uncertain_burn(logits: np.ndarray, limits: AssessLimits) -> np.ndarray:
+    """(C, H, W) logits -> (H, W) bool: burn pixels to show and count as uncertain, because the
+    model's top-class probability there is below `min_pixel_confidence` or their connected region
+    of one depth is smaller than `min_region_px`."""
+    from holoburn.clinical.depth import BURN_CLASSES
+
+    classes = logits.argmax(axis=0).astype(np.uint8)
+    unsure = (top_probability(logits) < limits.min_pixel_confidence) & np.isin(classes, BURN_CLASSES)
+    for depth in BURN_CLASSES:
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((classes == depth).view(np.uint8), connectivity=8)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < limits.min_region_px) + 1
+        if small.size:
+            unsure |= np.isin(labels, small)
+    return unsure

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, TINTED
-from holoburn.clinical.assessability import REASONS
+from holoburn.clinical.assessability import REASONS, UNCERTAIN
 
 
 def _xp(x):
@@ -24,6 +24,8 @@ _COLOUR_LUT = np.zeros((1, 256, 3), np.uint8)
 _COLOUR_LUT[0, : len(CLASS_COLOURS_RGB)] = CLASS_COLOURS_RGB
 _TINT_LUT = np.zeros(256, np.uint8)
 _TINT_LUT[: len(TINTED)] = TINTED
+_COLOUR_LUT[0, UNCERTAIN] = (150, 150, 150)  # burn the model is not sure of: grey, no depth colour
+_TINT_LUT[UNCERTAIN] = 1
 
 
 def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
@@ -52,7 +54,7 @@ def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
 
 def _outline(mask) -> np.ndarray:
     """(H, W) uint8, 1 on the edge of a burn region of any depth (burn classes are 2..5)."""
-    burn = (mask >= min(BURN_CLASSES)).view(np.uint8)
+    burn = ((mask >= min(BURN_CLASSES)) & (mask <= max(BURN_CLASSES))).view(np.uint8)
     return cv2.morphologyEx(burn, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
 
 
@@ -85,10 +87,11 @@ def annotate(image_rgb: np.ndarray, mask: np.ndarray | None, lines: list[str], l
     scale = max(0.35, min(1.0, width / 1400))
     step = int(22 * scale / 0.6)
     y = step
-    for cls in BURN_CLASSES:
-        colour = tuple(int(c) for c in CLASS_COLOURS_RGB[cls])
+    legend = [(CLASS_COLOURS_RGB[cls], LABELS[CLASS_NAMES[cls]]) for cls in BURN_CLASSES]
+    for colour, label in legend + [(_COLOUR_LUT[0, UNCERTAIN], "uncertain")]:
+        colour = tuple(int(c) for c in colour)
         cv2.rectangle(image_rgb, (8, y - int(step * 0.7)), (8 + int(step * 0.7), y), colour, -1)
-        _text(image_rgb, LABELS[CLASS_NAMES[cls]], (14 + int(step * 0.7), y), scale)
+        _text(image_rgb, label, (14 + int(step * 0.7), y), scale)
         y += step
     y = height - 8 - step * (len(lines) - 1)
     for line in lines:

@@ -94,15 +94,18 @@ class LaneRouter:
         return self.defaults.get(source, self.fallback)
 
     def reason_for(self, source: str) -> str:
-        """Why the source is in EMERGENCY, in words ("" when it is not escalated)."""
+        """Why the source is in EMERGENCY and for how long, in words ("" when it is not escalated)."""
         if source not in self._escalated:
             return ""
         recent = self._recent.get(source, ())
         counts = {name: sum(name in flags for flags in recent) for name in URGENT_FLAGS}
         flag = max(counts, key=counts.get)
-        text = f"{URGENT_FLAGS[flag]} in {counts[flag]} of last {len(recent)} frames"
         calm = self._escalated[source]
-        return text + (f", calm for {calm} of {self.calm_frames}" if calm else "")
+        if counts[flag]:
+            text = f"{URGENT_FLAGS[flag]} in {counts[flag]} of last {len(recent)} frames"
+        else:
+            text = f"no referral-grade burn in the last {calm} frames"
+        return text + (f"; back after {self.calm_frames - calm} more" if calm else "")
 
     def observe(self, source: str, frame_index: int, triage: dict) -> None:
         """Feed back one assessed frame's triage; escalate or calm down the source's lane."""

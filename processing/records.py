@@ -20,6 +20,7 @@ def result_record(frame: Frame, latency_ms: float, backend: dict) -> dict:
         "not_assessable_reason": findings.get("not_assessable_reason"),
         "skin_confidence": _rounded(findings.get("skin_confidence")),
         "pixels": findings.get("pixels"),
+        "uncertain_pixels": findings.get("uncertain_pixels"),  # burn the model is unsure of: no depth
         "burn_share_of_skin": findings.get("burn_share_of_skin"),
         "tbsa_share_of_skin": findings.get("tbsa_share_of_skin"),
         "tbsa_pct": findings.get("tbsa_pct"),

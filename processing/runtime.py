@@ -43,11 +43,13 @@ import numpy as np
 
 from holoburn.clinical.assessability import (
     AssessLimits,
+    UNCERTAIN,
     image_problem,
     modality_problem,
     model_problem,
     not_assessable_findings,
     skin_confidence,
+    uncertain_burn,
 )
 from holoburn.clinical.burn_size import burn_findings, count_pixels
 from holoburn.clinical.depth import CLASS_COLOURS_RGB, SKIN_CLASSES, TINTED
@@ -55,7 +57,7 @@ from holoburn.processing.lanes import LanePolicy
 from holoburn.clinical.overlay import DEMONSTRATION, annotate, summary_lines, tint
 from holoburn.clinical.errors import BackendFailure, BadFrame
 from holoburn.clinical.triage import Lane, TriagePolicy, triage_level
-from holoburn.processing.preprocess import letterbox_geometry, nearest_indices, prepare_input, segment
+from holoburn.processing.preprocess import letterbox_geometry, nearest_indices, prepare_input, restore_mask, segment
 from holoburn.processing.frame import Frame
 
 log = logging.getLogger("holoburn.lanes")
@@ -510,7 +512,13 @@ class CpuLaneRuntime(LaneRuntime):
             frame.mask = segment(batch.logits[i : i + 1], box)
             picture = batch.logits[i, :, box.top : box.top + box.height, box.left : box.left + box.width]
             _, confidence = skin_confidence(picture)
-            frame.findings = self.findings_for(frame, count_pixels(frame.mask), confidence)
+            # what is shown and counted: the mask, with burn the model is unsure of marked uncertain
+            unsure = np.zeros((box.size, box.size), np.uint8)
+            unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(picture, self.limits)
+            shown = np.where(restore_mask(unsure, box).view(bool), UNCERTAIN, frame.mask).astype(np.uint8)
+            frame.findings = self.findings_for(frame, count_pixels(shown), confidence)
+            frame.findings["uncertain_pixels"] = int(np.count_nonzero(shown == UNCERTAIN))
+            frame.extra["shown_mask"] = shown
             if self.keep_logits:
                 frame.logits = batch.logits[i : i + 1].copy()
         batch.logits = None
@@ -519,11 +527,12 @@ class CpuLaneRuntime(LaneRuntime):
         for frame in batch.live:
             assessed = frame.findings.get("assessable", True)
             # a frame that is not assessable shows the picture as it is, and says why
-            overlay = tint(frame.image, frame.mask, self.alpha) if assessed else frame.image.copy()
+            shown = frame.extra.pop("shown_mask", frame.mask)
+            overlay = tint(frame.image, shown, self.alpha) if assessed else frame.image.copy()
             if self.render:
                 lane = f"{frame.lane}: {frame.extra['lane_reason']}" if frame.extra.get("lane_reason") else frame.lane
                 lines = summary_lines(frame.findings) + ([DEMONSTRATION] if self.card.demonstration else [])
-                overlay = annotate(overlay, frame.mask if assessed else None, lines, lane)
+                overlay = annotate(overlay, shown if assessed else None, lines, lane)
             frame.overlay = overlay
 
     def finish(self, batch: LaneBatch) -> None:

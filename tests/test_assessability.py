@@ -110,3 +110,25 @@ def test_a_colour_picture_from_a_radiology_modality_is_not_a_photograph():
 
     assert modality_problem("US") == NOT_A_PHOTOGRAPH  # colour Doppler is RGB, and still no photograph
     assert modality_problem("XC") is None and modality_problem("") is None and modality_problem(None) is None
+
+
+def test_burn_the_model_is_unsure_of_is_uncertain_not_a_depth():
+    from holoburn.clinical.assessability import UNCERTAIN, uncertain_burn
+    from holoburn.clinical.burn_size import count_pixels
+    from holoburn.clinical.overlay import tint
+
+    logits = np.zeros((6, 40, 40), np.float32)
+    logits[1] = 6.0  # healthy skin, sure
+    logits[5, 5:25, 5:25] = 12.0  # a full-thickness region, sure: reported
+    logits[3, 30:33, 30:33] = 12.0  # a 3x3 superficial-partial speck: too small to report
+    logits[4, 10:20, 28:38] = 6.2  # deep partial barely above healthy skin: unsure
+    limits = AssessLimits(min_pixel_confidence=0.6, min_region_px=12)
+    unsure = uncertain_burn(logits, limits)
+    assert not unsure[5:25, 5:25].any()
+    assert unsure[30:33, 30:33].all() and unsure[10:20, 28:38].all()
+    assert not unsure[0:5].any()  # healthy skin is never "uncertain burn"
+    shown = np.where(unsure, UNCERTAIN, logits.argmax(0)).astype(np.uint8)
+    pixels = count_pixels(shown)
+    assert pixels[5] == 400 and pixels[3] == 0 and pixels[4] == 0  # only the sure region counts as a depth
+    picture = tint(np.full((40, 40, 3), 200, np.uint8), shown)
+    assert (picture[31, 31] == picture[15, 33]).all() and not (picture[31, 31] == 200).all()  # drawn grey

@@ -40,7 +40,7 @@ def test_router_escalates_on_persistent_evidence_and_calms_down():
     for i in range(2):
         router.observe("cam", 4 + i, calm)
         assert router.lane_for("cam") is Lane.EMERGENCY
-    assert router.reason_for("cam").endswith("calm for 2 of 3")
+    assert router.reason_for("cam") == "full-thickness in 2 of last 5 frames; back after 1 more"
     router.observe("cam", 6, calm)
     assert router.lane_for("cam") is Lane.ROUTINE
     assert [(c["from"], c["to"]) for c in router.changes] == [("ROUTINE", "EMERGENCY"), ("EMERGENCY", "ROUTINE")]
