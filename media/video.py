@@ -197,15 +197,16 @@ class VideoReader:
         """Frames the container lists that the file does not hold (truncated); 0 until the end."""
         return self._missing
 
-    def accounting(self) -> str:
-        """One line on what the file held and what came of it, naming the file."""
+    def accounting(self, name: str | None = None) -> str:
+        """One line on what the file held and what came of it, naming the file (or `name`: a
+        running pipeline names its sources by opaque ids, never by path)."""
         parts = [f"{self.frames_read} decoded"]
         if self.decode_errors:
             parts.append(f"{self.decode_errors} failed to decode (corrupt data)")
         if self._missing:
             parts.append(f"{self._missing} missing (listed but not in the file: truncated or damaged)")
         listed = self.declared_frames if self._missing else self.frame_count
-        return f"{self.path}: the container lists {listed} frames; " + ", ".join(parts)
+        return f"{name or self.path}: the container lists {listed} frames; " + ", ".join(parts)
 
     def close(self) -> None:
         self._capture.release()

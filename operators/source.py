@@ -102,7 +102,7 @@ class FrameSourceOp(Operator):
         self.missing += reader.missing_frames
         self.decode_errors += errors
         if (reader.missing_frames or errors) and hasattr(reader, "accounting") and not self._told:
-            log.warning("%s", reader.accounting())
+            log.warning("%s", reader.accounting(self.source_id))
             self._told = True
         if self._last_ts is not None:
             self._loop_offset_s = self._last_ts + 1.0 / (reader.fps or 30.0)
@@ -111,7 +111,7 @@ class FrameSourceOp(Operator):
         if self.reader is not None:
             if self.passes > 1 and (self.missing or self.decode_errors):
                 log.warning("%s: over %d passes, %d frames missing from the file and %d failed to decode",
-                            getattr(self.reader, "path", self.source_id), self.passes, self.missing,
+                            self.source_id, self.passes, self.missing,
                             self.decode_errors)
             self.reader.close()
             self.reader = None

@@ -23,14 +23,14 @@ def test_two_sources_each_with_its_lane(tmp_path, tiny_card):
     for records in by_source.values():
         assert [r["frame"] for r in records] == list(range(len(records)))  # each source in frame order
         assert all(r["backend"] == "onnxruntime" for r in records)
-    first = by_source["video:frames.mp4"]
+    first = by_source["video:1"]
     assert first[0]["lane"] == "EMERGENCY"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == 22 == summary["processed"] + sum(summary["dropped"].values())
     for sid, per in summary["sources"].items():
         assert per["frames_in"] == per["processed"] + sum(per["dropped"].values())
         assert count_frames(out / per["overlay"]) == per["processed"] == per["overlay_frames"]
-    assert summary["sources"]["video:frames.mp4"]["lane"] == "EMERGENCY" and summary["write_errors"] == []
+    assert summary["sources"]["video:1"]["lane"] == "EMERGENCY" and summary["write_errors"] == []
 
 
 def test_the_same_source_twice_is_refused(tmp_path, tiny_card, red_green_video):
@@ -62,3 +62,32 @@ def test_one_source_gives_the_same_results_every_time(tmp_path, tiny_card, red_g
         assert len(list((out / "masks").glob("*.png"))) == 12
         runs.append(([keep(l) for l in lines], [(out / "masks" / f"{i:06d}.png").read_bytes() for i in range(12)]))
     assert all(r == runs[0] for r in runs[1:])
+
+
+def test_sources_are_named_by_opaque_ids_and_mapped_only_on_request(tmp_path, tiny_card, red_green_video):
+    """A folder named like a patient never reaches results, summary, overlays or the console;
+    `--source-map` writes the one file that ties ids to paths, readable by its owner only."""
+    import shutil
+    import stat
+
+    patient = tmp_path / "Doe_John_MRN123456"
+    patient.mkdir()
+    video = patient / "Doe_John_left_arm.mp4"
+    shutil.copy(red_green_video, video)
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"video:{video}", "--model", tiny_card, "--out", out)
+    assert result.returncode == 0, result.stderr
+    for text in (result.stdout, result.stderr, *(p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file())):
+        assert "Doe_John" not in text and "MRN123456" not in text
+    assert not (out / "source_map.IDENTIFIERS.json").exists()
+    lines = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
+    assert {l["source"] for l in lines} == {"video:1"}
+
+    mapped = tmp_path / "mapped"
+    result = holoburn("run", "--source", f"video:{video}", "--model", tiny_card, "--out", mapped, "--source-map")
+    assert result.returncode == 0, result.stderr
+    source_map = mapped / "source_map.IDENTIFIERS.json"
+    assert json.loads(source_map.read_text())["sources"] == {"video:1": f"video:{video}"}
+    assert stat.S_IMODE(source_map.stat().st_mode) == 0o600
+    summary = json.loads((mapped / "summary.json").read_text())
+    assert "Doe_John" not in json.dumps(summary) and summary["outputs"]["source_map"] == source_map.name

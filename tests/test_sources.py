@@ -25,7 +25,7 @@ def test_gxf_recording_round_trip(tmp_path, tiny_card, red_green_video):
     assert replay.returncode == 0, replay.stderr
     assert records(tmp_path / "b" / "results.jsonl") == records(tmp_path / "a" / "results.jsonl")
     lines = [json.loads(l) for l in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
-    assert lines[0]["source"] == "gxf:clip" and lines[3]["timestamp_s"] == pytest.approx(0.1)
+    assert lines[0]["source"] == "gxf:1" and lines[3]["timestamp_s"] == pytest.approx(0.1)
 
 
 def test_convert_video_to_recording(tmp_path, tiny_card, red_green_video):

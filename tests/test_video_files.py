@@ -224,7 +224,7 @@ def test_truncated_file_through_the_graph(tmp_path, tiny_card, bulky):
     assert summary["frames_in"] == len(items) and summary["processed"] == reader.frames_read
     assert summary["missing_from_container"] == reader.missing_frames > 0
     assert summary["frames_in"] + summary["missing_from_container"] == 20
-    assert f"{cut}: the container lists 20 frames; {reader.frames_read} decoded" in result.stderr
+    assert f"video:1: the container lists 20 frames; {reader.frames_read} decoded" in result.stderr
     assert f"{reader.missing_frames} missing" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -256,7 +256,7 @@ def test_corrupt_middle_is_read_past_and_its_lost_frames_counted_in_place(tmp_pa
     assert [r["timestamp_s"] for r in lines] == pytest.approx(times, abs=1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dropped"] == {DECODE_ERROR: reader.decode_errors} and summary["missing_from_container"] == 0
-    assert f"{bad}: the container lists 20 frames; {reader.frames_read} decoded, {reader.decode_errors} failed" \
+    assert f"video:1: the container lists 20 frames; {reader.frames_read} decoded, {reader.decode_errors} failed" \
         in result.stderr
 
 
@@ -388,5 +388,5 @@ def test_loop_over_a_truncated_file_counts_what_each_pass_missed(tmp_path, tiny_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == 2 * per_pass + 1
     assert summary["missing_from_container"] == 2 * reader.missing_frames  # two passes reached the end
-    assert result.stderr.count(f"{cut}: the container lists 20 frames") == 1, "told once, not every pass"
+    assert result.stderr.count("video:1: the container lists 20 frames") == 1, "told once, not every pass"
     assert f"over 2 passes, {2 * reader.missing_frames} frames missing" in result.stderr

@@ -26,6 +26,9 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save-masks", metavar="DIR", help="also write each predicted mask as an 8-bit PNG")
     p.add_argument("--record-gxf", metavar="DIR/BASENAME", help="also record the input frames as a Holoscan recording")
+    p.add_argument("--source-map", action="store_true", default=None,
+                   help="also write which opaque source id (video:1, ...) is which location, to "
+                        "source_map.IDENTIFIERS.json (owner-only; it may name patients)")
     p.add_argument("--body-region", help="named body region in view (rule of nines), for %%TBSA")
     p.add_argument("--lane", help="lane of this source: EMERGENCY | URGENT | ROUTINE | BATCH_SCREENING")
     p.add_argument("--realtime", action="store_true", default=None, help="pace frames as a camera would")
@@ -61,6 +64,7 @@ def _config(args, location: str) -> dict:
         "inference.model": args.model,
         "results.save_masks": args.save_masks,
         "results.record_gxf": args.record_gxf,
+        "results.source_map": args.source_map,
     })
 
 
@@ -78,12 +82,15 @@ def holoscan_argv(args) -> list[str] | None:
 
 
 def replay_and_report(config: dict, specs: list[str], out_dir: Path, argv: list[str] | None) -> int:
-    from holoburn.app.run.replay import replay
+    from holoburn.app.run.replay import parse_lane_spec, replay
+    from holoburn.app.run.sources import parse_source
 
     if argv and len(specs) > 1:
         raise BadInput("a distributed run takes one --source")
     label = "frames"
-    print(f"holoburn: {', '.join(specs)} -> {out_dir}" + (f" | this process: {' '.join(argv[1:]) or 'driver'}" if argv else ""))
+    kinds = [parse_source(parse_lane_spec(s, "ROUTINE")[0])[0] for s in specs]
+    names = ", ".join(f"{kind}:{n}" for n, kind in enumerate(kinds, 1))  # opaque ids: paths may name patients
+    print(f"holoburn: {names} -> {out_dir}" + (f" | this process: {' '.join(argv[1:]) or 'driver'}" if argv else ""))
     summary = replay(config, specs, out_dir, progress=Progress(label, None), argv=argv)
     if summary is None:  # a process without the display fragment has no summary to show
         print("holoburn: this process's fragments finished")

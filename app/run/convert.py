@@ -26,7 +26,7 @@ def run_convert(args) -> int:
     target = Path(args.target)
     target.parent.mkdir(parents=True, exist_ok=True)
     # the graph's capture part alone: the source and its recording tap
-    source = SourceSpec(source_id(args.source), reader=reader, max_frames=args.max_frames)
+    source = SourceSpec(source_id(args.source, 1), reader=reader, max_frames=args.max_frames)
     run_graph(GraphPlan(sources=[source], runtimes={}, policies={}, router=LaneRouter({}), results=None,
                         config={"results": {"record_gxf": str(target)}, "scheduler": {"worker_threads": 1, "gc": "default"}},
                         capture_only=True))

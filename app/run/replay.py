@@ -87,9 +87,7 @@ def open_sources(config: dict, specs: list[str], *, open_readers: bool, readers:
                            "(holoburn convert)")
         if location in [parse_lane_spec(s, src["lane"])[0] for s in specs[: specs.index(spec)]]:
             raise BadInput(f"source {location} is given twice; give each camera or file once")
-        sid = source_id(location)
-        if any(s.source_id == sid for s in sources):
-            sid = f"{sid}#{len(sources) + 1}"  # two files of one name in different folders
+        sid = source_id(location, len(sources) + 1)
         reader = (readers or {}).get(spec) or (open_reader(location, config) if open_readers and kind != "gxf" else None)
         recording = gxf_recording(where) if kind == "gxf" else None
         # several sources are cameras side by side: recordings play at their own pace, as a camera
@@ -252,5 +250,21 @@ def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
     if summary["overlay_frames"] != expected and not recorder.write_errors:
         raise RuntimeError(f"overlay videos hold {summary['overlay_frames']} frames for {summary['processed']} processed"
                            f" and {summary['overlay_no_signal_frames']} NO SIGNAL")
+    if plan.config["results"]["source_map"]:
+        summary["outputs"]["source_map"] = write_source_map(out_dir, plan.sources, run.specs)
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+SOURCE_MAP = "source_map.IDENTIFIERS.json"
+
+
+def write_source_map(out_dir: Path, sources: list[SourceSpec], specs: list[str]) -> str:
+    """The one file that ties opaque source ids to locations (paths may hold patient names):
+    written only on request, readable by its owner only, named so that nobody ships it by mistake."""
+    locations = {s.source_id: parse_lane_spec(spec, "ROUTINE")[0] for s, spec in zip(sources, specs)}
+    write_json(out_dir / SOURCE_MAP, {"holds_identifiers": True,
+                                      "note": "source locations may name patients: keep this file with the "
+                                              "records it identifies, never in exports or reports",
+                                      "sources": locations}, mode=0o600)
+    return SOURCE_MAP

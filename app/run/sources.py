@@ -19,9 +19,11 @@ def parse_source(spec: str) -> tuple[str, str]:
     return kind, location
 
 
-def source_id(spec: str) -> str:
-    kind, location = parse_source(spec)
-    return f"{kind}:{location}" if kind == "camera" else f"{kind}:{Path(location).name}"
+def source_id(spec: str, number: int) -> str:
+    """The opaque id of the `number`-th source (1-based) of a run: `video:1`, `dicom:2`, ... Paths
+    and file or folder names can hold patient names, so no output names a source by them; the map
+    from id to location is written only on request (`--source-map`), to one file marked as such."""
+    return f"{parse_source(spec)[0]}:{number}"
 
 
 def gxf_recording(location: str) -> tuple[Path, str]:
