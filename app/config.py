@@ -6,6 +6,7 @@ their path in the file (`source.lane`), never silently ignored.
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -99,11 +100,14 @@ def merge(base: dict, update: dict) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Defaults <- file <- overrides (dotted keys, e.g. {"inference.backend": "onnxruntime"})."""
+    """Defaults <- file <- overrides (dotted keys, e.g. {"inference.backend": "onnxruntime"}).
+    The file and every override go through the same checks as `holoburn config check`: a bad
+    value fails here, naming it, not later in an operator."""
     config = defaults()
     if path:
         user = read_yaml(path)
         found = problems(user)
+        found += value_problems(user, skip={p.split(":")[0] for p in found})
         if found:
             raise ConfigError(f"config file {path}:\n  " + "\n  ".join(found))
         config = merge(config, user)
@@ -113,5 +117,143 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         section, _, key = dotted.partition(".")
         if section not in config or key not in config[section]:
             raise ConfigError(f"unknown setting {dotted}")
+        found = value_problems({section: {key: value}})
+        if found:
+            raise ConfigError(f"option {dotted}: " + "; ".join(f.partition(": ")[2] for f in found))
         config[section][key] = value
     return config
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def _one_of(*choices, upper=False):
+    def check(value):
+        if not isinstance(value, str):
+            return f"expected one of {', '.join(choices)}, got {value!r}"
+        if (value.upper() if upper else value) not in choices:
+            return f"{value!r} is not one of {', '.join(choices)}"
+        return None
+    return check
+
+
+def _number(low=None, high=None, *, whole=False, low_open=False):
+    def check(value):
+        # settings whose default is null get no type check from `problems`, so check it here
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"{value!r} must be a finite number"
+        if whole and not float(value).is_integer():
+            return f"{value!r} must be a whole number"
+        if low is not None and (value <= low if low_open else value < low):
+            return f"{value!r} must be {'above' if low_open else 'at least'} {low:g}"
+        if high is not None and value > high:
+            return f"{value!r} must be at most {high:g}"
+        return None
+    return check
+
+
+def _source_location(value):
+    if value == "":
+        return None
+    kind, sep, location = value.partition(":")
+    if not sep or not kind or not location:
+        return f"{value!r} is not KIND:LOCATION (e.g. video:burns.mp4)"
+    return None
+
+
+def _text(value):
+    return None if isinstance(value, str) else f"expected text, got {value!r}"
+
+
+def _one_of_bool(value):
+    return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+
+
+def _fourcc(value):
+    return None if len(value) == 4 else f"{value!r} must be four characters (e.g. mp4v)"
+
+
+def _value_rules() -> dict:
+    """dotted path -> check(value) returning a message or None. Imported lazily: the lanes,
+    backends and body regions are defined where they are used, not repeated here."""
+    from holoburn.clinical.burn_size import RULE_OF_NINES
+    from holoburn.clinical.triage import Lane
+    from holoburn.engines.backend import BACKEND_MODULES, PRECISIONS
+    from holoburn.media.camera import PIXEL_FORMATS
+
+    # a rule for a setting the defaults lack is never applied (`problems` reports the key instead)
+    return {
+        "source.location": _source_location,
+        "source.lane": _one_of(*(lane.name for lane in Lane), upper=True),
+        "source.max_frames": _number(1, whole=True),
+        "source.body_region": _one_of(*sorted(RULE_OF_NINES)),
+        "source.age_years": _number(0, 130),
+        "source.cm2_per_pixel": _number(0, low_open=True),
+        "camera.width": _number(1, whole=True),
+        "camera.height": _number(1, whole=True),
+        "camera.fps": _number(0, low_open=True),
+        "camera.pixel_format": _one_of(*PIXEL_FORMATS),
+        "camera.retry_initial_s": _number(0, low_open=True),
+        "camera.retry_max_s": _number(0, low_open=True),
+        "gxf.fps": _number(0, low_open=True),
+        "scheduler.worker_threads": _number(1, 256, whole=True),
+        "scheduler.distributed_idle_ms": _number(0),
+        "triage.calm_frames": _number(0, whole=True),
+        "triage.escalate_after": _number(1, whole=True),
+        "triage.escalate_window": _number(1, 1000, whole=True),
+        "assess.min_colour": _number(0, 255),
+        "assess.dark_luma": _number(0, 255),
+        "assess.bright_share": _number(0, 1),
+        "assess.min_sharpness": _number(0),
+        "assess.min_skin_share": _number(0, 1),
+        "assess.min_skin_confidence": _number(0, 1),
+        "assess.min_pixel_confidence": _number(0, 1),
+        "assess.min_region_px": _number(0, whole=True),
+        "triage.partial_tbsa_threshold_pct": _number(0, 100),
+        "triage.min_share_of_skin": _number(0, 1),
+        "inference.backend": _one_of("auto", *BACKEND_MODULES),
+        "inference.precision": _one_of(*PRECISIONS),
+        "inference.threads": _number(1, whole=True),
+        "overlay.alpha": _number(0, 1),
+        "video_sink.fourcc": _fourcc,
+        "results.save_masks": _text,
+        "results.record_gxf": _text,
+        "results.source_map": _one_of_bool,
+        "metrics.host": _text,
+        "metrics.port": _number(0, 65535, whole=True),
+    }
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def value_problems(config: dict, skip: set | frozenset = frozenset()) -> list[str]:
+    """Bad values of known settings in `config` (a user's file, not merged), each with its path.
+
+    A null where the default is not null is bad too: the loader would pass it on to an operator
+    that needs a value. Paths in `skip` (already reported for their type) are left out.
+    """
+    rules = _value_rules()
+    reference = _flatten(defaults())
+    found = []
+    for path, value in _flatten(config).items():
+        if path in skip or path not in reference:
+            continue
+        if value is None:
+            if reference[path] is not None:
+                found.append(f"{path}: needs a value (default {reference[path]!r}), got null")
+            continue
+        check = rules.get(path)
+        message = check(value) if check else None
+        if message:
+            found.append(f"{path}: {message}")
+    return found

@@ -224,3 +224,24 @@ def test_gpu_presets_run_with_their_own_backend(name, tmp_path, tiny_card, red_g
     assert result.returncode == 0, result.stderr
     records = [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["backend"] == "tensorrt" for r in records)
+
+
+@pytest.mark.parametrize("setting", ["overlay:\n  alpha: 7\n", "scheduler:\n  worker_threads: -2\n",
+                                     "scheduler:\n  worker_threads: 100000000\n", "source:\n  max_frames: 0\n",
+                                     "metrics:\n  port: 99999\n"])
+def test_run_checks_its_config_as_config_check_does(tmp_path, setting, tiny_card, red_green_video):
+    """`run --config` goes through the same value checks: it stops at start with the key named
+    and exit 2, instead of failing later (bad_alloc, a traceback) or running zero frames."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(setting)
+    result = holoburn("run", "--config", bad, "--source", f"video:{red_green_video}", "--model", tiny_card,
+                      "--out", tmp_path / "out")
+    key = ".".join(line.strip().split(":")[0] for line in setting.splitlines())
+    assert result.returncode == 2 and key in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_a_bad_option_value_is_named(tmp_path, tiny_card, red_green_video):
+    result = holoburn("run", "--max-frames", 0, "--source", f"video:{red_green_video}", "--model", tiny_card,
+                      "--out", tmp_path / "out")
+    assert result.returncode == 2 and "source.max_frames" in result.stderr, result.stderr
