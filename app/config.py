@@ -211,6 +211,7 @@ def _value_rules() -> dict:
         "assess.min_skin_confidence": _number(0, 1),
         "assess.min_pixel_confidence": _number(0, 1),
         "assess.min_region_px": _number(0, whole=True),
+        "assess.min_frame_side": _number(1, whole=True),
         "triage.partial_tbsa_threshold_pct": _number(0, 100),
         "triage.min_share_of_skin": _number(0, 1),
         "inference.backend": _one_of("auto", *BACKEND_MODULES),

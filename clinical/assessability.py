@@ -55,7 +55,8 @@ class AssessLimits:
     picture the model must call skin (healthy or burned). min_skin_confidence: mean top-class
     probability over skin pixels (None: not checked). min_pixel_confidence / min_region_px: a
     burn pixel whose top-class probability is lower, or whose region of one depth is smaller (in
-    model-input pixels), is shown and counted as uncertain, not as a depth.
+    model-input pixels), is shown and counted as uncertain, not as a depth. min_frame_side: a
+    frame whose shorter side is smaller is refused (dropped as `frame_too_small`).
     """
 
     min_colour: float = 4.0
@@ -66,6 +67,7 @@ class AssessLimits:
     min_skin_confidence: float | None = None
     min_pixel_confidence: float = 0.5
     min_region_px: int = 12
+    min_frame_side: int = 32
 
 
 def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
@@ -93,6 +95,9 @@ def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:
     A picture of another shape cannot be judged at all: BadFrame."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8 or not image_rgb.size:
         raise BadFrame("not_rgb", f"expected an (H, W, 3) uint8 RGB frame, got {image_rgb.dtype} {tuple(image_rgb.shape)}")
+    if min(image_rgb.shape[:2]) < limits.min_frame_side:
+        raise BadFrame("frame_too_small", f"a {image_rgb.shape[1]}x{image_rgb.shape[0]} frame is below the "
+                                          f"{limits.min_frame_side} px minimum (assess.min_frame_side)")
     small = _thumbnail(image_rgb)
     grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     # exposure first: a dark picture has little colour left, and is a problem of the picture

@@ -706,6 +706,14 @@ class GpuLaneRuntime(LaneRuntime):
     def prepare(self, batch: LaneBatch) -> None:
         if self._stream is None:
             self.bind(None)
+        for frame in list(batch.live):
+            if type(frame.image).__module__.startswith("cupy"):
+                continue  # already on the device: no host check (out_of_domain is not measured on GPU lanes yet)
+            try:  # on the host still: a frame the lane can take, a usable colour photograph?
+                self.check_picture(frame)
+            except BadFrame as exc:
+                log.warning("%s frame %d: %s", frame.source, frame.index, exc)
+                batch.drop(frame, exc.reason)
         if not batch.live:
             return
         batch.slot = slot = self.take_slot()
@@ -721,10 +729,6 @@ class GpuLaneRuntime(LaneRuntime):
                 staging = g.frames[slot]
                 for j, frame in enumerate(members):
                     image = frame.image
-                    if not type(image).__module__.startswith("cupy"):
-                        # on the host still: is it a usable colour photograph? (the model's own doubt,
-                        # out_of_domain, is not measured on the GPU lanes yet: only no_skin_in_view)
-                        self.check_picture(frame)
                     if type(image).__module__.startswith("cupy"):
                         staging[j][...] = image
                         self.host_copies["frame_already_on_device"] += 1

@@ -63,6 +63,13 @@ def test_dicom_run_leaks_no_identifier_and_exports_results(tmp_path):
     assert audit.returncode == 0 and "chain intact" in audit.stdout
     actions = [json.loads(l)["action"] for l in (out / "audit.jsonl").read_text().splitlines()]
     assert "read" in actions and "export" in actions
+    # the chain's head is kept apart from the log (summary and console): truncation is detectable
+    head = json.loads((out / "summary.json").read_text())["audit_head"]["dicom:1"]
+    assert f"audit head dicom:1" in result.stdout and head in result.stdout
+    assert holoburn("audit", "verify", out / "audit.jsonl", "--expect-head", head).returncode == 0
+    lines = (out / "audit.jsonl").read_text().splitlines(keepends=True)
+    (out / "audit.jsonl").write_text("".join(lines[:-1]))  # the last entry removed
+    assert holoburn("audit", "verify", out / "audit.jsonl", "--expect-head", head).returncode != 0
 
 
 def test_deid_command(tmp_path):

@@ -91,3 +91,23 @@ def test_sources_are_named_by_opaque_ids_and_mapped_only_on_request(tmp_path, ti
     assert stat.S_IMODE(source_map.stat().st_mode) == 0o600
     summary = json.loads((mapped / "summary.json").read_text())
     assert "Doe_John" not in json.dumps(summary) and summary["outputs"]["source_map"] == source_map.name
+
+
+def test_a_source_too_small_to_judge_fails_alone(tmp_path, tiny_card, red_green_video):
+    """A 16x16 video beside a healthy one: its frames are refused with their reason, the healthy
+    source loses nothing, everything is written, and the run still ends in failure, naming it."""
+    import numpy as np
+
+    from conftest import write_video
+
+    tiny = write_video(tmp_path / "tiny.mp4", [np.full((16, 16, 3), 120, np.uint8)] * 6)
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"video:{red_green_video}", "--source", f"video:{tiny}", "--model", tiny_card,
+                      "--out", out)
+    assert result.returncode == 1 and "source video:2: none of its frames could be processed (frame_too_small)" \
+        in result.stderr, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sources"]["video:2"]["dropped"] == {"frame_too_small": 6}
+    healthy = summary["sources"]["video:1"]
+    assert healthy["frames_in"] == 12 and healthy["processed"] + sum(healthy["dropped"].values()) == 12
+    assert "frame_too_small" not in healthy["dropped"]

@@ -53,7 +53,7 @@ class FakeCapture:
         if self.left <= 0:
             return False, None
         self.left -= 1
-        return True, np.full((24, 32, 3), self.value, np.uint8)
+        return True, np.full((48, 64, 3), self.value, np.uint8)
 
     def release(self):
         pass

@@ -115,6 +115,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         ("overlay video", ", ".join(str(out_dir / o) for o in summary["outputs"]["overlays"])),
         ("summary", out_dir / "summary.json"),
     ]
+    for sid, head in (summary.get("audit_head") or {}).items():
+        rows.append((f"audit head {sid}", f"{head} (keep it: holoburn audit verify LOG --expect-head {head})"))
     width = max(len(k) for k, _ in rows)
     print()
     for key, value in rows:

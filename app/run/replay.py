@@ -27,7 +27,7 @@ from holoburn.app.graph import (
 from holoburn.app.run.engine_setup import ensure_engine
 from holoburn.app.run.sources import gxf_recording, open_reader, parse_source, source_id
 from holoburn.clinical.burn_size import region_tbsa_pct
-from holoburn.clinical.errors import BadInput
+from holoburn.clinical.errors import BadInput, HoloburnError
 from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
 from holoburn.engines.backend import cuda_available, open_backend
 from holoburn.engines.card import load_card
@@ -250,10 +250,24 @@ def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
     if summary["overlay_frames"] != expected and not recorder.write_errors:
         raise RuntimeError(f"overlay videos hold {summary['overlay_frames']} frames for {summary['processed']} processed"
                            f" and {summary['overlay_no_signal_frames']} NO SIGNAL")
+    audits = {s.source_id: s.reader.audit for s in plan.sources if hasattr(s.reader, "audit")}
+    # the audit chain's head, kept apart from the log: emptying or truncating it is then detectable
+    # (holoburn audit verify LOG --expect-head COUNT:HASH)
+    summary["audit_head"] = {sid: "%d:%s" % audit.head() for sid, audit in audits.items()} or None
     if plan.config["results"]["source_map"]:
         summary["outputs"]["source_map"] = write_source_map(out_dir, plan.sources, run.specs)
     write_json(out_dir / "summary.json", summary)
+    failed = {sid: per["dropped"] for sid, per in per_source.items() if per["frames_in"] and not per["processed"]}
+    if failed:  # written and accounted for, but not a success
+        raise SourceFailed("; ".join(f"source {sid}: none of its frames could be processed ({', '.join(reasons)})"
+                                     for sid, reasons in failed.items()) + f"; see {out_dir / 'results.jsonl'}")
     return summary
+
+
+class SourceFailed(HoloburnError):
+    """Every frame of a source failed: the run wrote its records and summary, and still failed."""
+
+    exit_code = 1
 
 
 SOURCE_MAP = "source_map.IDENTIFIERS.json"
