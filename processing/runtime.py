@@ -517,7 +517,8 @@ class CpuLaneRuntime(LaneRuntime):
             unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(picture, self.limits)
             shown = np.where(restore_mask(unsure, box).view(bool), UNCERTAIN, frame.mask).astype(np.uint8)
             frame.findings = self.findings_for(frame, count_pixels(shown), confidence)
-            frame.findings["uncertain_pixels"] = int(np.count_nonzero(shown == UNCERTAIN))
+            if frame.findings["assessable"]:  # a frame that is not assessable has no numbers at all
+                frame.findings["uncertain_pixels"] = int(np.count_nonzero(shown == UNCERTAIN))
             frame.extra["shown_mask"] = shown
             if self.keep_logits:
                 frame.logits = batch.logits[i : i + 1].copy()

@@ -69,6 +69,7 @@ def test_real_photographs_are_not_assessable_and_get_no_triage(tmp_path):
     for r in records:
         assert r["status"] == "ok" and r["assessable"] is False
         assert r["triage"] is None and r["burn_share_of_skin"] is None and r["pixels"] is None
+        assert r["uncertain_pixels"] is None
         assert r["lane"] == "ROUTINE"  # nothing escalated
     summary = json.loads((out / "summary.json").read_text())
     assert summary["coverage"] == 0.0 and summary["triage_levels"] == {}
