@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def holoscan_argv(args) -> list[str] | None:
 
 
 def replay_and_report(config: dict, specs: list[str], out_dir: Path, argv: list[str] | None) -> int:
-    from holoburn.app.run.replay import parse_lane_spec, replay
+    from holoburn.app.run.replay import Interrupted, parse_lane_spec, replay
     from holoburn.app.run.sources import parse_source
 
     if argv and len(specs) > 1:
@@ -91,7 +92,11 @@ def replay_and_report(config: dict, specs: list[str], out_dir: Path, argv: list[
     kinds = [parse_source(parse_lane_spec(s, "ROUTINE")[0])[0] for s in specs]
     names = ", ".join(f"{kind}:{n}" for n, kind in enumerate(kinds, 1))  # opaque ids: paths may name patients
     print(f"holoburn: {names} -> {out_dir}" + (f" | this process: {' '.join(argv[1:]) or 'driver'}" if argv else ""))
-    summary = replay(config, specs, out_dir, progress=Progress(label, None), argv=argv)
+    try:
+        summary = replay(config, specs, out_dir, progress=Progress(label, None), argv=argv)
+    except Interrupted:  # everything up to the stop is written: show it, then report the stop
+        print_summary(json.loads((out_dir / "summary.json").read_text()), out_dir)
+        raise
     if summary is None:  # a process without the display fragment has no summary to show
         print("holoburn: this process's fragments finished")
         return 0

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,8 +203,10 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
                       readers=readers)
     started = time.time()
     recorder = run.plan.results
+    signals = []
     try:
-        app = run_graph(run.plan, argv)
+        with stop_signals(signals):  # Holoscan stops the graph; the run still writes everything it has
+            app = run_graph(run.plan, argv)
     finally:
         if isinstance(recorder, RunRecorder):
             recorder.close()
@@ -209,10 +214,38 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
             run.metrics.stop()
     if not isinstance(recorder, RunRecorder):
         return None
-    return write_summary(run, app, Path(out_dir), started)
+    summary = write_summary(run, app, Path(out_dir), started, stopped_by=signals[0] if signals else None)
+    if signals:
+        raise Interrupted(signals[0], Path(out_dir))
+    return summary
 
 
-def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
+@contextmanager
+def stop_signals(received: list):
+    """SIGINT and SIGTERM during a run: noted (Holoscan's own handler stops the graph), so that the
+    run closes its files and writes its summary before it reports the stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Interrupted(HoloburnError):
+    """The run was stopped by a signal; its results, overlay and summary are complete up to there."""
+
+    def __init__(self, number: int, out_dir: Path):
+        super().__init__(f"stopped by {signal.Signals(number).name}; results and summary.json in {out_dir} "
+                         "hold every frame processed until then")
+        self.exit_code = 128 + number  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+
+def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: int | None = None) -> dict:
     """summary.json: the run's accounting, per source and in total, and where its outputs are."""
     plan, recorder = run.plan, run.plan.results
     feeds = {f.source_id: f for f in app.feeds if hasattr(f, "missing")}
@@ -242,6 +275,8 @@ def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
         "dicom_exported_frames": sum(e.written for e in run.exporters) if run.exporters else None,
         "dicom_export_failures": [f for e in run.exporters for f in e.failed] if run.exporters else None,
         "write_errors": recorder.write_errors,
+        "stopped": "interrupted" if stopped_by else "end_of_sources",
+        "stop_signal": signal.Signals(stopped_by).name if stopped_by else None,
         "outputs": {"results": "results.jsonl", "summary": "summary.json",
                     "overlays": list(recorder.overlay_names.values()),
                     "masks": str(recorder.masks_dir) if recorder.masks_dir else None},
@@ -257,7 +292,8 @@ def write_summary(run: Replay, app, out_dir: Path, started: float) -> dict:
     if plan.config["results"]["source_map"]:
         summary["outputs"]["source_map"] = write_source_map(out_dir, plan.sources, run.specs)
     write_json(out_dir / "summary.json", summary)
-    failed = {sid: per["dropped"] for sid, per in per_source.items() if per["frames_in"] and not per["processed"]}
+    failed = {sid: per["dropped"] for sid, per in per_source.items()
+              if per["frames_in"] and not per["processed"] and not stopped_by}
     if failed:  # written and accounted for, but not a success
         raise SourceFailed("; ".join(f"source {sid}: none of its frames could be processed ({', '.join(reasons)})"
                                      for sid, reasons in failed.items()) + f"; see {out_dir / 'results.jsonl'}")
