@@ -177,6 +177,10 @@ def _records_of_file(
     del source  # from here on only the de-identified copy exists
 
     frame_count = _frame_count(dataset)
+    implausible = implausible_size(dataset, frame_count)
+    if implausible:  # refused before anything is allocated for it
+        yield skipped("implausible_size", implausible)
+        return
     header = Dataset({tag: element for tag, element in dataset.items() if tag not in _PIXEL_TAGS})
     header.file_meta = dataset.file_meta
     transfer_syntax = UID(dataset.file_meta.get("TransferSyntaxUID", ""))
@@ -213,6 +217,34 @@ def _records_of_file(
 
 
 # -- pixels --------------------------------------------------------------------------------------
+
+
+#: the most samples one file may decode to (frames x rows x columns x samples per pixel): 2^31,
+#: 6 GiB of RGB at 8 bits, far beyond any clinical photograph series
+MAX_SAMPLES = 1 << 31
+
+
+def implausible_size(dataset: Dataset, frame_count: int) -> str | None:
+    """Why the header's size cannot be true (None when it can): more samples than MAX_SAMPLES, or,
+    for uncompressed pixel data, more frames than the data holds."""
+    try:
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+        bits = int(dataset.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError):
+        return "Rows, Columns, Samples per Pixel or Bits Allocated is not a number"
+    total = frame_count * rows * columns * samples
+    if total > MAX_SAMPLES:
+        return (f"{frame_count} frames of {columns}x{rows}x{samples} would be {total} samples "
+                f"(at most {MAX_SAMPLES})")
+    data = dataset.get("PixelData")
+    syntax = UID(dataset.file_meta.get("TransferSyntaxUID", "")) if hasattr(dataset, "file_meta") else UID("")
+    if data is not None and syntax and not syntax.is_compressed and rows and columns:
+        frame_bytes = rows * columns * samples * bits // 8
+        held = len(data) // frame_bytes if frame_bytes else 0
+        if frame_count > held + 1:
+            return f"Number of Frames says {frame_count}, the pixel data holds {held}"
+    return None
 
 
 def _frame_count(dataset: Dataset) -> int:

@@ -48,6 +48,7 @@ from test_deid import (
     gradient_rgb,
     identified_dataset,
     save,
+    with_rgb_pixels,
 )
 
 ROWS, COLUMNS = 32, 48
@@ -477,3 +478,19 @@ def test_no_identifier_reaches_any_output(tmp_path, cases, caplog, capsys):
     entries = [json.loads(line) for line in audit_path.read_text().splitlines()]
     assert {e["action"] for e in entries} == {"read"}
     assert all(e["object"]["file"].startswith("path-sha256:") for e in entries)
+
+
+def test_an_impossible_frame_count_is_refused_before_allocation(tmp_path):
+    """NumberOfFrames = 2^31 on a small image: refused by name, nothing allocated for it, and the
+    good file beside it is still read."""
+    from holoburn.clinical.dicom import DicomSkip
+
+    good = with_rgb_pixels(identified_dataset(1), gradient_rgb(32, 48))
+    huge = with_rgb_pixels(identified_dataset(2), gradient_rgb(32, 48))
+    huge.NumberOfFrames = 2**31
+    save(good, tmp_path / "good.dcm")
+    save(huge, tmp_path / "huge.dcm")
+    records = list(iter_dicom_frames(tmp_path, UidMap(), AuditLog(tmp_path / "audit.jsonl")))
+    skips = [r for r in records if isinstance(r, DicomSkip)]
+    assert len(skips) == 1 and skips[0].kind == "implausible_size" and "2147483648" in skips[0].reason
+    assert sum(1 for r in records if not isinstance(r, DicomSkip)) == 1
