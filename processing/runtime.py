@@ -299,6 +299,52 @@ extern "C" __global__ void class_histogram(const unsigned char* mask, const long
 }
 """
 
+_CONFIDENCE_SRC = r"""
+#include <cuda_fp16.h>
+// Per frame of a batch: the sum of the top-class probability over skin pixels (class >= 1) inside
+// the letterbox, and the number of those pixels (clinical.assessability.skin_confidence).
+template <typename T>
+__device__ void skin_confidence(const T* logits, const int C, const int S, const int top, const int left,
+                                const int bh, const int bw, float* out) {
+    __shared__ float sums[256];
+    __shared__ float counts[256];
+    const int b = blockIdx.y;
+    const T* base = logits + (size_t)b * C * S * S;
+    float sum = 0.0f, count = 0.0f;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < bh * bw; p += gridDim.x * blockDim.x) {
+        const int idx = (top + p / bw) * S + (left + p % bw);
+        float best = (float)base[idx];
+        int arg = 0;
+        for (int k = 1; k < C; ++k) {
+            const float v = (float)base[(size_t)k * S * S + idx];
+            if (v > best) { best = v; arg = k; }
+        }
+        if (arg >= 1) {
+            float z = 0.0f;
+            for (int k = 0; k < C; ++k) z += __expf((float)base[(size_t)k * S * S + idx] - best);
+            sum += 1.0f / z;
+            count += 1.0f;
+        }
+    }
+    sums[threadIdx.x] = sum;
+    counts[threadIdx.x] = count;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) { sums[threadIdx.x] += sums[threadIdx.x + s]; counts[threadIdx.x] += counts[threadIdx.x + s]; }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) { atomicAdd(&out[b * 2], sums[0]); atomicAdd(&out[b * 2 + 1], counts[0]); }
+}
+extern "C" __global__ void skin_confidence_f32(const float* l, const int C, const int S, const int top, const int left,
+                                               const int bh, const int bw, float* out) {
+    skin_confidence<float>(l, C, S, top, left, bh, bw, out);
+}
+extern "C" __global__ void skin_confidence_f16(const __half* l, const int C, const int S, const int top, const int left,
+                                               const int bh, const int bw, float* out) {
+    skin_confidence<__half>(l, C, S, top, left, bh, bw, out);
+}
+"""
+
 _kernels_lock = threading.Lock()
 _kernels: dict = {}
 
@@ -323,6 +369,9 @@ def fused_kernels() -> dict:
                 "uint8 frames, raw uint8 mask, raw bool tinted, raw float32 colours, float32 alpha",
                 "uint8 out", _TINT_SRC, "holoburn_tint")
             _kernels["histogram"] = cp.RawKernel(_HISTOGRAM_SRC, "class_histogram")
+            confidence = cp.RawModule(code=_CONFIDENCE_SRC, options=("-std=c++14",))
+            _kernels["confidence_float32"] = confidence.get_function("skin_confidence_f32")
+            _kernels["confidence_float16"] = confidence.get_function("skin_confidence_f16")
     return _kernels
 
 
@@ -591,6 +640,9 @@ class GpuLaneRuntime(LaneRuntime):
         self.square_mask = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
         self.counts = [self.memory.array((B, C), np.int32) for _ in range(n)]
         self.counts_host = [self._pinned((B, C), np.int32) for _ in range(n)]
+        # per frame: sum of the top-class probability over skin pixels, and their number (out_of_domain)
+        self.confidence = [self.memory.array((B, 2), np.float32) for _ in range(n)]
+        self.confidence_host = [self._pinned((B, 2), np.float32) for _ in range(n)]
         # timed events: the batch's device time is reported beside its wall-clock latency
         self.start_events = [cp.cuda.Event() for _ in range(n)]
         self.done_events = [cp.cuda.Event() for _ in range(n)]
@@ -768,6 +820,17 @@ class GpuLaneRuntime(LaneRuntime):
             if not logits.flags.c_contiguous:
                 raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
             self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), self.square_mask[batch.slot][:n])
+            # the engine's output is the lane's, shared by its batches: what the frames need of it is
+            # taken now, in the stage that ran it
+            confidence = self.confidence[batch.slot]
+            confidence[:n].fill(0)
+            kernel = self.kernels[f"confidence_{logits.dtype.name}"]
+            for g, row, members in batch.groups:
+                box = g.box
+                blocks_x = max(1, min(64, -(-(box.height * box.width) // (256 * 16))))
+                kernel((blocks_x, len(members)), (256,),
+                       (logits[row:], np.int32(C), np.int32(S), np.int32(box.top), np.int32(box.left),
+                        np.int32(box.height), np.int32(box.width), confidence[row:]))
 
     def postprocess(self, batch: LaneBatch) -> None:
         """Masks at frame size and class counts (the counts go back to pinned host memory)."""
@@ -794,6 +857,7 @@ class GpuLaneRuntime(LaneRuntime):
                 for j, frame in enumerate(members):
                     frame.mask = masks[j]
             counts[:n].get(stream=self._stream, out=self.counts_host[slot][:n], blocking=False)
+            self.confidence[slot][:n].get(stream=self._stream, out=self.confidence_host[slot][:n], blocking=False)
             self.host_copies["counts_to_host"] += 1
 
     def overlay(self, batch: LaneBatch) -> None:
@@ -817,9 +881,11 @@ class GpuLaneRuntime(LaneRuntime):
         batch.done_ns = time.monotonic_ns()
         if ready:
             batch.gpu_ms = self._cp.cuda.get_elapsed_time(self.start_events[batch.slot], self.done_events[batch.slot])
-            counts = self.counts_host[batch.slot]
+            counts, confidence = self.counts_host[batch.slot], self.confidence_host[batch.slot]
             for i, frame in enumerate(batch.live):
-                frame.findings = self.findings_for(frame, [int(c) for c in counts[i]])
+                skin_sum, skin_pixels = float(confidence[i, 0]), float(confidence[i, 1])
+                frame.findings = self.findings_for(frame, [int(c) for c in counts[i]],
+                                                   skin_sum / skin_pixels if skin_pixels else None)
             for g, row, members in batch.groups:
                 for j, frame in enumerate(members):
                     if frame.findings["assessable"] is False:  # shown as it is, never tinted

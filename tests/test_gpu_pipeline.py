@@ -89,6 +89,7 @@ def blocks(height, width, block, seed):
 def test_fused_kernels_match_the_reference_functions(tiny_card):
     import cupy as cp
 
+    from holoburn.clinical.assessability import skin_confidence
     from holoburn.clinical.overlay import tint
     from holoburn.engines.card import load_card
     from holoburn.processing.preprocess import prepare_input
@@ -113,7 +114,13 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
         np.testing.assert_array_equal(got_mask, cp.asnumpy(ref_mask))
         np.testing.assert_array_equal(got_overlay, cp.asnumpy(tint(cp.asarray(frame), ref_mask, runtime.alpha)))
         counts = [int((got_mask == c).sum()) for c in range(6)]
-        assert [batch.live[0].findings["pixels"][n] for n in batch.live[0].findings["pixels"]] == counts
+        findings = batch.live[0].findings
+        assert findings["assessable"], findings
+        assert [findings["pixels"][n] for n in findings["pixels"]] == counts
+        # the out-of-domain score, computed on the device, against the host reference
+        logits = cp.asnumpy(backend.infer(ref_input))[0]
+        _, expected = skin_confidence(logits[:, box.top : box.top + box.height, box.left : box.left + box.width])
+        assert findings["skin_confidence"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
