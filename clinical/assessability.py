@@ -71,10 +71,10 @@ class AssessLimits:
 
 
 def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
-    height, w = image_rgb.shape[:2]
-    if w <= width:
-        return image_rgb
-    return cv2.resize(image_rgb, (width, max(1, round(height * width / w))), interpolation=cv2.INTER_AREA)
+    """Every n-th pixel, about `width` wide: no filtering, so that the check costs a fraction of a
+    millisecond on a 1080p frame (it runs on every frame, the emergency lane's included)."""
+    step = max(1, -(-image_rgb.shape[1] // width))
+    return np.ascontiguousarray(image_rgb[::step, ::step])
 
 
 #: DICOM modalities that are not visible-light photographs of the body surface, whatever their
