@@ -196,8 +196,8 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
            argv: list[str] | None = None, readers: dict | None = None) -> dict | None:
     """Plan, run and summarise; returns the summary (None in a process without `display`)."""
     if argv:
-        # frames cross between fragments as serialized Python objects, which Holoscan puts in UCX's
-        # serialization buffer (127 KiB by default): make room for a 1080p frame and its mask
+        # frames cross between fragments as tensor maps, which Holoscan's UCX transmitter serializes
+        # into a buffer of 127 KiB by default: make room for a 1080p frame and its mask
         os.environ.setdefault("HOLOSCAN_UCX_SERIALIZATION_BUFFER_SIZE", str(32 << 20))
     run = plan_replay(config, specs, out_dir, observers=observers, keep_logits=keep_logits, progress=progress, argv=argv,
                       readers=readers)
