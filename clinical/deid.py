@@ -540,8 +540,9 @@ def _code_item(code: tuple[str, str, str]) -> Dataset:
 
 
 def is_burned_in(dataset: Dataset) -> bool:
-    """True when the image says its pixels carry identifying text (Burned In Annotation YES)."""
-    return str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+    """True when the image says its pixels carry identifying text: Burned In Annotation YES, read
+    the way writers spell it (any case, "Y", padded), so that no spelling lets such an image in."""
+    return str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() in ("YES", "Y")
 
 
 def audit_reference(deidentified: Dataset, file_ref: str | None = None) -> dict:

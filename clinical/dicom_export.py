@@ -33,7 +33,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from holoburn.clinical.audit import AuditLog, path_ref
-from holoburn.clinical.deid import write_dataset
+from holoburn.clinical.deid import is_burned_in, write_dataset
 from holoburn.clinical.depth import CLASS_NAMES, LABELS, NUM_CLASSES
 
 MANUFACTURER = "holoburn"
@@ -353,7 +353,7 @@ def write_overlay_capture(
     capture.DerivationDescription = f"burn-depth overlay by holoburn ({DECISION_SUPPORT})"
     capture.SeriesDescription = "holoburn burn-depth overlay"
     # the overlay shows the source's pixels: any identifying text in them is still there
-    capture.BurnedInAnnotation = "YES" if str(source_ds.get("BurnedInAnnotation", "")).upper() == "YES" else "NO"
+    capture.BurnedInAnnotation = "YES" if is_burned_in(source_ds) else "NO"
     _copy_deid_marking(source_ds, capture)
     out_path = Path(out_path)
     write_dataset(capture, out_path)

@@ -374,3 +374,11 @@ def test_deid_tree_refuses_an_output_inside_its_input(tmp_path):
         deidentify_tree(tmp_path / "in", tmp_path / "in" / "out")
     with pytest.raises(BadInput, match="deid input not found"):
         deidentify_tree(tmp_path / "nowhere", tmp_path / "out")
+
+
+@pytest.mark.parametrize("spelling", ["YES", "yes", "Y", "y", " Yes "])
+def test_every_spelling_of_burned_in_annotation_is_refused(spelling):
+    source = with_rgb_pixels(identified_dataset(), gradient_rgb())
+    source.BurnedInAnnotation = spelling
+    with pytest.raises(BurnedInAnnotationError):
+        deidentify(source, UidMap())
