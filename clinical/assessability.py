@@ -112,12 +112,18 @@ def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:
     return None
 
 
-def skin_confidence(logits: np.ndarray) -> tuple[float, float | None]:
-    """(C, H, W) logits of the picture (letterbox padding cut off) -> (share of pixels called
-    skin, mean top-class probability over those pixels, None when there are none)."""
-    skin = np.isin(logits.argmax(axis=0), SKIN_CLASSES)
+def pixel_votes(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) logits of the picture (letterbox padding cut off) -> (H, W) uint8 top class and
+    (H, W) its probability: computed once, for skin_confidence and uncertain_burn alike."""
+    return logits.argmax(axis=0).astype(np.uint8), top_probability(logits)
+
+
+def skin_confidence(classes: np.ndarray, top: np.ndarray) -> tuple[float, float | None]:
+    """pixel_votes() -> (share of pixels called skin, mean top-class probability over those
+    pixels, None when there are none)."""
+    skin = np.isin(classes, SKIN_CLASSES)
     share = float(skin.mean())
-    return share, (float(top_probability(logits)[skin].mean()) if skin.any() else None)
+    return share, (float(top[skin].mean()) if skin.any() else None)
 
 
 def model_problem(skin_share: float, confidence: float | None, limits: AssessLimits) -> str | None:
@@ -146,14 +152,13 @@ def not_assessable_findings(reason: str, confidence: float | None = None) -> dic
 UNCERTAIN = 255  # mask value of a burn pixel the model is not sure of: drawn grey, counted as no depth
 
 
-def uncertain_burn(logits: np.ndarray, limits: AssessLimits) -> np.ndarray:
-    """(C, H, W) logits -> (H, W) bool: burn pixels to show and count as uncertain, because the
+def uncertain_burn(classes: np.ndarray, top: np.ndarray, limits: AssessLimits) -> np.ndarray:
+    """pixel_votes() -> (H, W) bool: burn pixels to show and count as uncertain, because the
     model's top-class probability there is below `min_pixel_confidence` or their connected region
     of one depth is smaller than `min_region_px`."""
     from holoburn.clinical.depth import BURN_CLASSES
 
-    classes = logits.argmax(axis=0).astype(np.uint8)
-    unsure = (top_probability(logits) < limits.min_pixel_confidence) & np.isin(classes, BURN_CLASSES)
+    unsure = (top < limits.min_pixel_confidence) & np.isin(classes, BURN_CLASSES)
     for depth in BURN_CLASSES:
         count, labels, stats, _ = cv2.connectedComponentsWithStats((classes == depth).view(np.uint8), connectivity=8)
         small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < limits.min_region_px) + 1

@@ -58,7 +58,6 @@ class TriageOp(Operator):
         self.n_inputs = inputs
         self.port_capacity = port_capacity
         self.dropped = dropped
-        self.received = 0
         super().__init__(fragment, *args, **kwargs)
 
     def setup(self, spec):
@@ -88,7 +87,6 @@ class TriageOp(Operator):
                 self.take_feedback(feedback, chain)
         for i in range(self.n_inputs):
             while (message := op_input.receive(f"in{i}")) is not None:
-                self.received += 1
                 self.route(message if isinstance(message, Frame) else frame_from_message(message), op_output)
                 if not self.gated:
                     break

@@ -48,6 +48,7 @@ from holoburn.clinical.assessability import (
     modality_problem,
     model_problem,
     not_assessable_findings,
+    pixel_votes,
     skin_confidence,
     uncertain_burn,
 )
@@ -560,10 +561,11 @@ class CpuLaneRuntime(LaneRuntime):
             box = frame.letterbox
             frame.mask = segment(batch.logits[i : i + 1], box)
             picture = batch.logits[i, :, box.top : box.top + box.height, box.left : box.left + box.width]
-            _, confidence = skin_confidence(picture)
+            classes, top = pixel_votes(picture)
+            _, confidence = skin_confidence(classes, top)
             # what is shown and counted: the mask, with burn the model is unsure of marked uncertain
             unsure = np.zeros((box.size, box.size), np.uint8)
-            unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(picture, self.limits)
+            unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(classes, top, self.limits)
             shown = np.where(restore_mask(unsure, box).view(bool), UNCERTAIN, frame.mask).astype(np.uint8)
             frame.findings = self.findings_for(frame, count_pixels(shown), confidence)
             if frame.findings["assessable"]:  # a frame that is not assessable has no numbers at all

@@ -17,6 +17,7 @@ from holoburn.clinical.assessability import (
     AssessLimits,
     image_problem,
     model_problem,
+    pixel_votes,
     skin_confidence,
 )
 from test_pipeline import holoburn
@@ -51,7 +52,7 @@ def test_model_checks():
     assert model_problem(0.5, None, limits) is None  # not measured: no out-of-domain verdict
     logits = np.zeros((6, 4, 4), np.float32)
     logits[1] = 10.0  # all healthy skin, certain
-    share, confidence = skin_confidence(logits)
+    share, confidence = skin_confidence(*pixel_votes(logits))
     assert share == 1.0 and confidence == pytest.approx(1 / (1 + 5 * np.exp(-10.0)))
 
 
@@ -124,7 +125,7 @@ def test_burn_the_model_is_unsure_of_is_uncertain_not_a_depth():
     logits[3, 30:33, 30:33] = 12.0  # a 3x3 superficial-partial speck: too small to report
     logits[4, 10:20, 28:38] = 6.2  # deep partial barely above healthy skin: unsure
     limits = AssessLimits(min_pixel_confidence=0.6, min_region_px=12)
-    unsure = uncertain_burn(logits, limits)
+    unsure = uncertain_burn(*pixel_votes(logits), limits)
     assert not unsure[5:25, 5:25].any()
     assert unsure[30:33, 30:33].all() and unsure[10:20, 28:38].all()
     assert not unsure[0:5].any()  # healthy skin is never "uncertain burn"

@@ -89,7 +89,7 @@ def blocks(height, width, block, seed):
 def test_fused_kernels_match_the_reference_functions(tiny_card):
     import cupy as cp
 
-    from holoburn.clinical.assessability import skin_confidence
+    from holoburn.clinical.assessability import pixel_votes, skin_confidence
     from holoburn.clinical.overlay import tint
     from holoburn.engines.card import load_card
     from holoburn.processing.preprocess import prepare_input
@@ -119,7 +119,7 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
         assert [findings["pixels"][n] for n in findings["pixels"]] == counts
         # the out-of-domain score, computed on the device, against the host reference
         logits = cp.asnumpy(backend.infer(ref_input))[0]
-        _, expected = skin_confidence(logits[:, box.top : box.top + box.height, box.left : box.left + box.width])
+        _, expected = skin_confidence(*pixel_votes(logits[:, box.top : box.top + box.height, box.left : box.left + box.width]))
         assert findings["skin_confidence"] == pytest.approx(expected, rel=1e-4)
 
 

@@ -263,7 +263,7 @@ def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: i
         "model_id": run.card.model_id,
         "model_sha256": run.card.model_sha256(),
         **backend,
-        "device": plan.device if not backend else backend.get("device"),
+        "device": backend.get("device", plan.device),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         **recorder.ledger.summary(),
         "missing_from_container": sum(v["missing_from_container"] or 0 for v in per_source.values()) if feeds else None,
