@@ -3,7 +3,8 @@
 Layout under the cache root (`$HOLOBURN_ENGINE_CACHE`, else `$XDG_CACHE_HOME/holoburn/engines`,
 else `~/.cache/holoburn/engines`; never beside the model, whose directory may be read-only):
 
-    <stem>.json                 header: key fields, payload file name, size and sha256 (the commit record)
+    <stem>.json                 header: key fields, payload file name, size and sha256 (the commit
+                                record), signed with an HMAC-SHA256 under the cache key
     <stem>.<sha12><suffix>      payload: the engine plan or the converted ONNX
     <stem>.gate.md / .gate.json accuracy-gate table of the last build of that key, accepted or not
     timing/                     TensorRT timing caches and TensorRT-RTX runtime caches
@@ -12,29 +13,46 @@ else `~/.cache/holoburn/engines`; never beside the model, whose directory may be
 fields, so a renamed or copied-in file cannot pass for another key. Every write is atomic (temp
 file in the same directory, fsync, os.replace, fsync of the directory); the payload is written
 first and the header last, so a reader sees either the old entry, the new one or none, and two
-processes building the same key at once each leave a complete entry. A header whose payload is
-missing, of the wrong size or the wrong sha256 is corrupt: lookups report it, delete it and
-answer "miss", so the caller rebuilds instead of trusting it.
+processes building the same key at once each leave a complete entry.
+
+Every lookup re-hashes the payload and compares it with the sha256 recorded in the header, and the
+header itself carries an HMAC-SHA256 (over every field: key, payload name, size, sha256, meta)
+under a secret key kept outside the cache: `$HOLOBURN_CACHE_KEY`, else
+`$XDG_CONFIG_HOME/holoburn/cache.key`, else `~/.config/holoburn/cache.key`, made (mode 0600) on
+first use. So bytes changed in the cache, with or without a matching sha256 written into the
+header, are not reused: an entry that is unsigned, signed under another key, whose payload is
+missing, of the wrong size or the wrong sha256 is corrupt; lookups log it (by entry, which names
+the model, never a patient), delete it and answer "miss", so the caller rebuilds instead of
+trusting it. A lost key only costs a rebuild of every entry.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from holoburn.clinical.errors import BadInput
 from holoburn.engines.card import file_sha256
 from holoburn.processing.files import atomic_write
 
 log = logging.getLogger("holoburn.engines.cache")
 
 ENV_VAR = "HOLOBURN_ENGINE_CACHE"
-FORMAT = "holoburn-engine-cache/1"
+KEY_ENV_VAR = "HOLOBURN_CACHE_KEY"
+FORMAT = "holoburn-engine-cache/2"  # /1 had no HMAC: its entries are rebuilt
 HEADER_SUFFIX = ".json"
+
+
+class EngineCacheError(BadInput):
+    """The cache folder, its key file, or a payload handed to the cache cannot be used: the
+    message names the path and what to do."""
 
 
 def cache_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -45,6 +63,56 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
         return Path(os.environ[ENV_VAR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "holoburn" / "engines"
+
+
+def key_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The cache key file: `explicit`, else $HOLOBURN_CACHE_KEY, else the user config dir."""
+    if explicit or os.environ.get(KEY_ENV_VAR):
+        return Path(explicit or os.environ[KEY_ENV_VAR]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "holoburn" / "cache.key"
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The 32-byte secret in `path` (64 hex digits), made with mode 0600 if there is none yet.
+
+    A new key is written to a temporary file and hard-linked into place, so two processes
+    starting at once end up with the same key.
+    """
+    if not path.exists():
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+            tmp = Path(tmp)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+                log.info("engine cache: made a new cache key %s", path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise EngineCacheError(f"cannot create the engine cache key {path} ({exc.strerror}); "
+                                   f"make its folder writable or point ${KEY_ENV_VAR} at a writable path") from None
+    if path.is_dir():
+        raise EngineCacheError(f"the engine cache key {path} is a folder, not a file; remove it or point ${KEY_ENV_VAR} at a file")
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except OSError as exc:
+        raise EngineCacheError(f"cannot read the engine cache key {path} ({exc.strerror}); fix its permissions "
+                               f"or point ${KEY_ENV_VAR} at a readable key file") from None
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise EngineCacheError(f"the engine cache key {path} is not 64 hex digits; delete it to make a new one "
+                               "(every cached entry is then rebuilt once)")
+    if path.stat().st_mode & 0o077:
+        log.warning("engine cache: the cache key %s is readable by other users; chmod 600 it", path)
+    return key
 
 
 @dataclass(frozen=True)
@@ -102,6 +170,15 @@ class CacheEntry:
         return self.problem is None
 
 
+def _read_payload(path: Path) -> bytes:
+    if path.is_dir():
+        raise EngineCacheError(f"payload {path} is a folder, not a file; pass the engine or model file itself")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise EngineCacheError(f"cannot read the payload {path} ({exc.strerror}); pass a readable engine or model file") from None
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in text)[:48]
 
@@ -109,8 +186,45 @@ def _safe(text: str) -> str:
 class EngineCache:
     """A directory of keyed artefacts (see the module docstring for the layout)."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, key_file: str | os.PathLike | None = None):
         self.root = cache_root(root)
+        self.key_file = key_path(key_file)
+        self._key: bytes | None = None
+
+    # -- authentication ------------------------------------------------------------------------
+    def _signature(self, header: dict) -> str:
+        """HMAC-SHA256 of every header field but the signature itself, in canonical JSON."""
+        if self._key is None:
+            if self.root.resolve() in self.key_file.resolve().parents:
+                raise EngineCacheError(f"the engine cache key {self.key_file} lies inside the cache {self.root}, where "
+                                       f"whoever can change an entry can also sign it; point ${KEY_ENV_VAR} outside the cache")
+            self._key = load_or_create_key(self.key_file)
+        signed = {k: v for k, v in header.items() if k != "hmac"}
+        message = json.dumps(signed, sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    # -- the folder ----------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        """The file names in the cache folder, less hidden ones (writes in progress); none when
+        the folder does not exist yet."""
+        try:
+            return sorted(n for n in os.listdir(self.root) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:
+            raise EngineCacheError(f"the engine cache {self.root} is a file (or lies under one), not a folder; point --cache-dir or "
+                                   f"${ENV_VAR} at a folder, or move that file away") from None
+        except OSError as exc:
+            raise EngineCacheError(f"cannot read the engine cache {self.root} ({exc.strerror}); fix its permissions "
+                                   f"or point --cache-dir or ${ENV_VAR} at another folder") from None
+
+    def _make_root(self) -> None:
+        self._names()  # a file in the way is named as such
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineCacheError(f"cannot create the engine cache {self.root} ({exc.strerror}); point --cache-dir "
+                                   f"or ${ENV_VAR} at a writable folder") from None
 
     # -- names ---------------------------------------------------------------------------------
     def stem(self, key: EngineKey, model_id: str = "model") -> str:
@@ -127,12 +241,8 @@ class EngineCache:
         return self.root / "timing"
 
     def _find_header(self, key: EngineKey) -> Path | None:
-        digest = key.digest()[:16]
-        if not self.root.is_dir():
-            return None
-        for header in self.root.glob(f"*-{digest}{HEADER_SUFFIX}"):
-            return header
-        return None
+        ending = f"-{key.digest()[:16]}{HEADER_SUFFIX}"
+        return next((self.root / n for n in self._names() if n.endswith(ending)), None)
 
     # -- reading -------------------------------------------------------------------------------
     def inspect(self, header_path: Path, expected: EngineKey | None = None, check_sha: bool = True) -> CacheEntry:
@@ -144,8 +254,14 @@ class EngineCache:
             entry.problem = f"header unreadable ({exc.__class__.__name__}: {exc})"
             return entry
         if not isinstance(entry.header, dict) or entry.header.get("format") != FORMAT:
-            entry.problem = f"not a holoburn cache header (format {entry.header.get('format') if isinstance(entry.header, dict) else '?'!r})"
             entry.header = entry.header if isinstance(entry.header, dict) else {}
+            found = entry.header.get("format")
+            entry.problem = (f"written by an older holoburn ({found}), without authentication" if str(found).startswith("holoburn-engine-cache/")
+                             else f"not a holoburn cache header (format {found!r})")
+            return entry
+        if not hmac.compare_digest(str(entry.header.get("hmac", "")), self._signature(entry.header)):
+            entry.problem = (f"authentication failed: its HMAC does not verify under the cache key {self.key_file} "
+                             "(edited, copied from another machine, or signed with another key)")
             return entry
         try:
             stored_key = EngineKey(**entry.header["key"])
@@ -159,6 +275,9 @@ class EngineCache:
             entry.problem = "foreign entry: built for another key"
             return entry
         payload = entry.payload_path
+        if payload is not None and payload.is_dir():
+            entry.problem = f"payload {payload} is a folder, not a file; delete that folder (the entry is rebuilt)"
+            return entry
         if payload is None or not payload.is_file():
             entry.problem = f"payload {entry.header.get('payload')!r} missing"
             return entry
@@ -183,31 +302,28 @@ class EngineCache:
         return None
 
     def entries(self, check_sha: bool = True) -> Iterator[CacheEntry]:
-        if not self.root.is_dir():
-            return
-        for header in sorted(self.root.glob(f"*{HEADER_SUFFIX}")):
-            if header.name.endswith((".gate.json",)):
-                continue
-            yield self.inspect(header, check_sha=check_sha)
+        """Every entry, checked (its payload re-hashed only with check_sha)."""
+        for name in self._names():
+            if name.endswith(HEADER_SUFFIX) and not name.endswith(".gate.json"):
+                yield self.inspect(self.root / name, check_sha=check_sha)
 
     def orphans(self) -> list[Path]:
         """Payload files that no header names (left by an interrupted or superseded write)."""
         named = {e.header.get("payload") for e in self.entries(check_sha=False)}
-        out = []
-        for path in self.root.glob("*") if self.root.is_dir() else ():
-            if path.is_file() and not path.name.endswith((HEADER_SUFFIX, ".gate.md")) and path.name not in named:
-                out.append(path)
-        return out
+        paths = (self.root / n for n in self._names() if not n.endswith((HEADER_SUFFIX, ".gate.md")) and n not in named)
+        return [p for p in paths if p.is_file()]
 
     # -- writing -------------------------------------------------------------------------------
     def store(self, key: EngineKey, payload: bytes | Path, *, model_id: str = "model", suffix: str = ".engine", meta: dict | None = None) -> CacheEntry:
         """Store `payload` (bytes or a file to copy) under `key`, atomically; return the entry."""
-        self.root.mkdir(parents=True, exist_ok=True)
         if isinstance(payload, (str, os.PathLike)):
-            payload = Path(payload).read_bytes()
+            payload = _read_payload(Path(payload))
+        self._make_root()
         payload_sha = hashlib.sha256(payload).hexdigest()
         stem = self.stem(key, model_id)
         payload_name = f"{stem}.{payload_sha[:12]}{suffix}"
+        if (self.root / payload_name).is_dir():
+            raise EngineCacheError(f"{self.root / payload_name} is a folder where the cache keeps a file; delete that folder")
         previous = self._find_header(key)
         previous_payload = None
         if previous is not None:
@@ -227,6 +343,8 @@ class EngineCache:
             "created_unix": time.time(),
             "meta": meta or {},
         }
+        header = json.loads(json.dumps(header))  # sign exactly what a reader will load
+        header["hmac"] = self._signature(header)
         header_path = self.root / (stem + HEADER_SUFFIX)
         atomic_write(header_path, json.dumps(header, indent=1, sort_keys=True).encode())
         if previous_payload and previous_payload != payload_name:
@@ -244,7 +362,7 @@ class EngineCache:
             if current != payload.name:
                 return  # a newer entry took this key after we read it: leave it alone
         entry.header_path.unlink(missing_ok=True)
-        if payload is not None and payload.parent == self.root:
+        if payload is not None and payload.parent == self.root and not payload.is_dir():
             payload.unlink(missing_ok=True)
 
     def clear(self, predicate: Callable[[CacheEntry], bool] | None = None) -> int:
@@ -259,8 +377,9 @@ class EngineCache:
         if predicate is None:
             for path in self.orphans():
                 path.unlink(missing_ok=True)
-            for path in self.root.glob("*.gate.*") if self.root.is_dir() else ():
-                path.unlink(missing_ok=True)
+            for name in self._names():
+                if ".gate." in name:
+                    (self.root / name).unlink(missing_ok=True)
         return removed
 
     def get_or_build(self, key: EngineKey, build: Callable[[], bytes], *, model_id: str = "model", suffix: str = ".engine", meta: dict | None = None) -> tuple[CacheEntry, bool]:

@@ -6,8 +6,9 @@ same held-out frames through the pipeline's own preprocessing (`prepare_input` -
 For every burn class and for any-burn the gate compares Dice and sensitivity (recall: the share
 of truly burned pixels found) with FP32; a drop of more than `max_drop_points` (percentage
 points, default 1.0) in any of them refuses the candidate. A burn class absent from the held-out
-truth cannot be checked and refuses too (unless the strategy says otherwise), so an incomplete
-set never passes by default. Background and healthy skin are reported, not gated.
+truth cannot be checked: its row says "untested", the verdict names it as not tested (never as a
+loss), and it refuses the candidate too unless the strategy's require_all_classes is off, so an
+incomplete set never passes by default. Background and healthy skin are reported, not gated.
 
 Held-out sets are directories: frames as a video (e.g. `frames.mp4`), a `frames/` folder or image
 files (read by frames.py), plus a `masks/` folder of single-channel PNG class masks (uint8 class
@@ -152,7 +153,7 @@ class GateRow:
     candidate_dice: float
     reference_sensitivity: float
     candidate_sensitivity: float
-    status: str  # "pass", "FAIL", "untested", "info"
+    status: str  # "pass", "FAIL", "untested" (a gated class absent from the held-out truth), "info"
 
     @property
     def dice_delta(self) -> float:
@@ -173,13 +174,40 @@ class GateReport:
     agreement: float
     frames: int
     meta: dict = field(default_factory=dict)
+    require_all_classes: bool = True  # an untested burn class refuses the candidate
 
     @property
     def passed(self) -> bool:
-        return all(r.status in ("pass", "info") for r in self.rows)
+        return not self.failures()
+
+    def lost(self) -> list[str]:
+        """Classes that lost more than the limit."""
+        return [r.name for r in self.rows if r.status == "FAIL"]
+
+    def untested(self) -> list[str]:
+        """Gated classes (or any-burn) absent from the held-out truth: nothing could be measured."""
+        return [r.name for r in self.rows if r.status == "untested"]
 
     def failures(self) -> list[str]:
-        return [r.name for r in self.rows if r.status in ("FAIL", "untested")]
+        """What refuses the candidate: the losses, and the untested classes when all are required."""
+        return self.lost() + (self.untested() if self.require_all_classes else [])
+
+    def reason(self) -> str:
+        """The verdict in words: the classes that lost more than the limit, those within it, and
+        those that could not be tested (never counted as a loss)."""
+        limit = f"{self.max_drop_points:.2f} points"
+        within = [r.name for r in self.rows if r.status == "pass"]
+        said = []
+        if self.lost():
+            said.append(f"Lost more than {limit} of Dice or sensitivity on {', '.join(self.lost())}.")
+        if within:
+            said.append(f"Within {limit} on {', '.join(within)}.")
+        if self.untested():
+            consequence = ("an untested burn class refuses the candidate" if self.require_all_classes
+                           else "accepted without them (require_all_classes is off)")
+            said.append(f"Not tested (absent from the held-out masks, so no loss could be measured): "
+                        f"{', '.join(self.untested())}; {consequence}.")
+        return " ".join(said)
 
     def summary(self) -> dict:
         worst = min((min(r.dice_delta, r.sensitivity_delta) for r in self.rows if r.gated and r.status != "untested"), default=float("nan"))
@@ -189,6 +217,8 @@ class GateReport:
             "max_drop_points": self.max_drop_points,
             "worst_delta_points": _points(worst),
             "failures": self.failures(),
+            "lost": self.lost(),
+            "untested": self.untested(),
         }
 
     def to_markdown(self) -> str:
@@ -213,8 +243,8 @@ class GateReport:
                 f"| {r.name} | {fmt(r.reference_dice)} | {fmt(r.candidate_dice)} | {delta(r.dice_delta)} | "
                 f"{fmt(r.reference_sensitivity)} | {fmt(r.candidate_sensitivity)} | {delta(r.sensitivity_delta)} | {r.status} |"
             )
-        if not self.passed:
-            lines += ["", f"Refused because of: {', '.join(self.failures())}."]
+        if not self.passed or self.untested():
+            lines += ["", f"{verdict}: {self.reason()}"]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
@@ -225,6 +255,8 @@ class GateReport:
             "candidate": self.candidate,
             "reference": "fp32",
             "passed": self.passed,
+            "reason": self.reason(),
+            "untested": self.untested(),
             "max_drop_points": self.max_drop_points,
             "frames": self.frames,
             "pixel_agreement_pct": num(self.agreement),
@@ -266,7 +298,7 @@ def compare(card: ModelCard, reference: Scores, candidate: Scores, label: str, m
         if not gated:
             return "info"
         if not present:
-            return "untested" if require_all_classes else "info"
+            return "untested"
         drops = [r - c for r, c in ((ref_d, cand_d), (ref_s, cand_s)) if not (math.isnan(r) or math.isnan(c))]
         return "FAIL" if any(d > limit + 1e-12 for d in drops) else "pass"
 
@@ -277,7 +309,7 @@ def compare(card: ModelCard, reference: Scores, candidate: Scores, label: str, m
     any_values = (reference.any_burn_dice, candidate.any_burn_dice, reference.any_burn_sensitivity, candidate.any_burn_sensitivity)
     any_present = bool(truth_present[list(burn)].any())
     rows.append(GateRow("any_burn", True, *any_values, status(True, any_present, *any_values)))
-    return GateReport(label, max_drop_points, rows, candidate.agreement, frames)
+    return GateReport(label, max_drop_points, rows, candidate.agreement, frames, require_all_classes=require_all_classes)
 
 
 def onnx_infer(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -8,8 +8,10 @@ artefact, all into the engine cache:
 A refused gate prints the table, writes it (markdown + JSON) into the cache beside where the
 artefact would be, caches nothing and exits 3.
 
-Exit codes: 0 done, 1 build failed, 2 bad input (card, frames, options), 3 refused by the gate,
-4 backend not available here.
+Exit codes: 0 done; 1 `verify` found a bad entry, or no entry at all (an empty or missing cache:
+nothing was verified, and it says so); 2 bad input (card, frames, options, a cache folder or key
+that cannot be read); 3 refused by the gate, or a backend not available here or failed. The
+declared errors (clinical/errors.py) exit with their own codes, as from every `holoburn` command.
 
 `add_engine_arguments(parser_or_subparsers)` adds the sub-commands; `run_engine(args)` runs them
 and returns the exit code. `build(...)` is the same work as a function (for `holoburn run`/`validate`
@@ -25,14 +27,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from holoburn.clinical.errors import BackendFailure, BadConfig, BadInput
+from holoburn.clinical.errors import BadConfig, HoloburnError
 from holoburn.engines.backend import PRECISIONS, BackendUnavailable, cuda_available
 from holoburn.engines.cache import EngineCache, cache_root
 from holoburn.engines.card import load_card
 
 log = logging.getLogger("holoburn.engines.toolchain")
 
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 BUILD_BACKENDS = ("auto", "onnxruntime", "tensorrt", "tensorrt-rtx", "torch")
 
 
@@ -208,7 +210,7 @@ def add_engine_arguments(target) -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for calibration and the gate")
 
     common(commands.add_parser("list", help="list cached engines and converted models"))
-    v = common(commands.add_parser("verify", help="check every cache entry (truncated, corrupt or foreign files); exit 1 if any is bad"))
+    v = common(commands.add_parser("verify", help="check every cache entry (truncated, corrupt, forged or foreign files); exit 1 if any is bad or there is none"))
     v.add_argument("--remove-bad", action="store_true", help="delete entries that fail (they are rebuilt on next use)")
     c = common(commands.add_parser("clear", help="delete cache entries"))
     c.add_argument("--model", default=None, help="only entries of this card's model")
@@ -256,11 +258,15 @@ def _cmd_build(args) -> int:
             force=args.force, threads=args.threads,
         )
     except GateRefused as exc:
-        print(exc.report.to_markdown(), file=sys.stdout)
-        print(f"holoburn engine build: REFUSED: {args.precision} model of {card.model_id} lost more than "
-              f"{exc.report.max_drop_points:.2f} points on {', '.join(exc.report.failures())}; nothing was cached. "
-              f"Try another --calibration-method or --domain, or add the failing layers to sensitive_layers in {card.path}.",
-              file=sys.stderr)
+        report = exc.report
+        print(report.to_markdown(), file=sys.stdout)
+        hints = []
+        if report.lost():
+            hints.append(f"try another --calibration-method or --domain, or add the failing layers to sensitive_layers in {card.path}")
+        if report.untested():
+            hints.append("give a --holdout whose masks show every burn class")
+        print(f"holoburn engine build: REFUSED, nothing was cached: the {args.precision} model of {card.model_id}. "
+              f"{report.reason()} To do: {'; '.join(hints)}.", file=sys.stderr)
         return EXIT_REFUSED
     if args.json:
         print(json.dumps(outcome.to_json(), indent=1))
@@ -324,6 +330,15 @@ def _this_device_mismatch(entry) -> str | None:
 def _cmd_verify(args) -> int:
     cache = EngineCache(args.cache_dir)
     entries = list(cache.entries(check_sha=True))
+    if not entries:  # nothing verified is not "all ok"
+        orphans = cache.orphans()
+        state = "is empty" if cache.root.is_dir() else "does not exist"
+        if args.json:
+            print(json.dumps({"cache": str(cache.root), "empty": True, "entries": [], "bad": 0, "orphans": [str(p) for p in orphans]}, indent=1))
+        else:
+            print(f"engine cache {cache.root} {state} ({len(orphans)} orphaned files): nothing to verify; "
+                  "`holoburn engine build` (or the first run) fills it")
+        return EXIT_FAILED
     bad = 0
     rows, report = [], []
     for entry in entries:
@@ -351,7 +366,7 @@ def _cmd_verify(args) -> int:
         report.append({"header": str(entry.header_path), "ok": entry.ok, "status": status})
     orphans = cache.orphans()
     if args.json:
-        print(json.dumps({"cache": str(cache.root), "entries": report, "bad": bad, "orphans": [str(p) for p in orphans]}, indent=1))
+        print(json.dumps({"cache": str(cache.root), "empty": False, "entries": report, "bad": bad, "orphans": [str(p) for p in orphans]}, indent=1))
     else:
         print(f"engine cache {cache.root}: {len(entries)} entries, {bad} bad, {len(orphans)} orphaned files")
         if rows:
@@ -387,21 +402,16 @@ def _cmd_clear(args) -> int:
 def run_engine(args: argparse.Namespace) -> int:
     """Run `holoburn engine <command>` from parsed arguments; returns the exit code (module doc).
 
-    Declared errors (clinical/errors.py) become a message and an exit code; anything else is a
-    defect and keeps its traceback.
+    Declared errors (clinical/errors.py) become a message and their declared exit code, as in
+    every `holoburn` command (BadInput 2, BackendFailure and BackendUnavailable 3); anything else
+    is a defect and keeps its traceback.
     """
     commands = {"build": _cmd_build, "list": _cmd_list, "verify": _cmd_verify, "clear": _cmd_clear}
     try:
         return commands[args.engine_command](args)
-    except BadInput as exc:  # card, frames, held-out set, strategy, options, a precision not built yet
-        print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except BackendUnavailable as exc:  # before BackendFailure: "not here" (4) is not "failed" (1)
-        print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except BackendFailure as exc:
-        print(f"holoburn engine {args.engine_command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except HoloburnError as exc:
+        print(f"holoburn engine {args.engine_command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def main(argv=None) -> int:  # python -m holoburn.engines.toolchain build ...

@@ -155,10 +155,12 @@ def test_engine_errors_are_declared_types():
     from holoburn.engines.gate import HoldoutError
     from holoburn.engines.precision import GateRefused
     from holoburn.engines.quantize import CalibrationError
+    from holoburn.engines.cache import EngineCacheError
     from holoburn.engines.tensorrt_backend import EngineCorrupt
 
     for error, declared, exit_code in [
         (BackendUnavailable, BackendFailure, 3), (EngineCorrupt, BackendFailure, 3), (ModelCardError, BadInput, 2),
+        (EngineCacheError, BadInput, 2),
         (CalibrationError, BadInput, 2), (HoldoutError, BadInput, 2), (FrameSetError, BadInput, 2),
         (PrecisionModelMissing, BadInput, 2), (GateRefused, HoloburnError, 3),
     ]:

@@ -18,6 +18,14 @@ KEY = EngineKey(
 )
 
 
+@pytest.fixture(autouse=True)
+def cache_key(tmp_path_factory, monkeypatch):
+    """Each test signs with a key of its own, outside its cache folder."""
+    path = tmp_path_factory.mktemp("key") / "cache.key"
+    monkeypatch.setenv("HOLOBURN_CACHE_KEY", str(path))
+    return path
+
+
 def test_key_changes_with_every_field():
     digests = {KEY.digest()}
     for name, value in (
@@ -93,10 +101,11 @@ def test_corrupt_entry_is_detected_and_dropped(tmp_path, damage):
 def test_foreign_entries_are_refused(tmp_path):
     cache = EngineCache(tmp_path)
     entry = cache.store(KEY, b"plan for an Ada GPU", model_id="m")
-    # an engine copied in from another machine under this key's name: its header says another GPU
-    header = json.loads(entry.header_path.read_text())
-    header["key"]["gpu_name"] = "Orin"
-    entry.header_path.write_text(json.dumps(header))
+    # a sound entry of another GPU renamed to pass for this key: its key fields do not hash to its name
+    other_gpu = replace(KEY, gpu_name="Orin")
+    copied = cache.store(other_gpu, b"plan for an Orin", model_id="m")
+    entry.header_path.unlink()
+    copied.header_path.rename(entry.header_path)
     assert cache.inspect(entry.header_path).problem.startswith("foreign entry")
     assert cache.lookup(KEY) is None
     # a sound entry of another key is not taken for this one

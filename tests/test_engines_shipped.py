@@ -38,16 +38,18 @@ def shipped(tmp_path_factory):
     synth.generate(root / "calib", frames=32, seed=3_000_005, frames_per_scene=4)
     holdout = load_labelled_set(root / "holdout")
     calib = list(iter_frames_rgb(root / "calib"))
-    cache = EngineCache(root / "cache")
-    outcomes = {}
-    for precision in ("fp16", "int8"):
-        started = time.perf_counter()
-        try:
-            result = build_precision_model(card, precision, holdout, calibration_frames=calib, cache=cache, threads=2)
-            outcomes[precision] = (result.report, result.path, time.perf_counter() - started)
-        except GateRefused as refused:
-            outcomes[precision] = (refused.report, None, time.perf_counter() - started)
-    return {"card": card, "holdout": holdout, "cache": cache, "outcomes": outcomes}
+    with pytest.MonkeyPatch.context() as env:  # the cache key of this module, not the user's
+        env.setenv("HOLOBURN_CACHE_KEY", str(root / "cache.key"))
+        cache = EngineCache(root / "cache")
+        outcomes = {}
+        for precision in ("fp16", "int8"):
+            started = time.perf_counter()
+            try:
+                result = build_precision_model(card, precision, holdout, calibration_frames=calib, cache=cache, threads=2)
+                outcomes[precision] = (result.report, result.path, time.perf_counter() - started)
+            except GateRefused as refused:
+                outcomes[precision] = (refused.report, None, time.perf_counter() - started)
+        yield {"card": card, "holdout": holdout, "cache": cache, "outcomes": outcomes}
 
 
 def test_every_precision_within_the_gate(shipped, monkeypatch):

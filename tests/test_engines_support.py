@@ -148,7 +148,9 @@ def pixel_card(tmp_path_factory, engine_data):
 
 @pytest.fixture()
 def engine_cache(tmp_path, monkeypatch):
-    """A fresh engine cache directory, also set as $HOLOBURN_ENGINE_CACHE."""
+    """A fresh engine cache directory, also set as $HOLOBURN_ENGINE_CACHE, with its own key
+    ($HOLOBURN_CACHE_KEY, beside the cache, not in the user's config folder)."""
     root = tmp_path / "engine-cache"
     monkeypatch.setenv("HOLOBURN_ENGINE_CACHE", str(root))
+    monkeypatch.setenv("HOLOBURN_CACHE_KEY", str(tmp_path / "cache.key"))
     return root
