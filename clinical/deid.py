@@ -1,49 +1,60 @@
-"""De-identification of DICOM: PS3.15 Annex E, Basic Application Level Confidentiality Profile.
+"""De-identification of DICOM by allow-list (PS3.15 Annex E, Basic Application Level
+Confidentiality Profile).
 
-What `deidentify()` does to a data set (at every depth, sequences included):
+`ALLOW_LIST` below is the whole policy, in one table: the attributes holoburn needs, and what
+each one's value becomes. Everything it does not name is removed, at every depth: private
+attributes, public attributes holoburn does not know or need (clinical-trial, site, sponsor,
+protocol, admission, requested-procedure, device-description attributes, public tags unknown to
+the dictionary such as (0010,9999)), dates and times, free text, and every sequence except the
+few that hold pixel transforms (so IconImageSequence, ReferencedStudySequence, code sequences
+and unknown sequences go too). This is stricter than Annex E's basic profile, which removes a
+listed set and keeps the rest; what the allow-list keeps is numbers, codes (CS) and UIDs that
+describe the image, never a name or text from the source.
 
-- Applies `PROFILE`, a table of attributes from PS3.15 Table E.1-1 with their basic-profile
-  action: D (replace with a dummy value), Z (replace with an empty value), X (remove),
-  K (keep), U (replace a UID consistently). Where the standard allows a choice (Z/D, X/Z,
-  X/Z/D, ...) the table picks the one that keeps an image IOD valid: Z for Type 2
-  attributes (patient name and ID, study date, accession number, ...), X otherwise.
-  `PROFILE` is a SUBSET of Table E.1-1: it covers the patient, visit, study, series,
-  equipment, operator, physician, institution, request/procedure-step, date/time, UID and
-  free-text attributes that occur in image objects, not every attribute of every IOD
-  (e.g. not the clinical-trial, RT, SR-content, specimen or waveform ones one by one).
-  Catch-alls make up for what is not listed, and are stricter than the profile:
-    * every UI attribute is remapped (U), except the class / syntax / coding-scheme UIDs in
-      `KEEP_UIDS` and any UID of the DICOM standard itself (root 1.2.840.10008.);
-    * every other PN attribute is emptied (Z);
-    * every other DA, DT and TM attribute is removed (X);
-    * every other LT, ST and UT (free text) attribute is removed (X), and so is every
-      attribute of unknown VR (UN), whose contents cannot be judged.
-- Removes all private attributes, the overlay (60xx) and curve (50xx) groups, and the retired
-  group length elements (gggg,0000).
-- Remaps UIDs through a `UidMap`: the same original UID gets the same new UID everywhere in
-  a run (SOP Instance, Study, Series, Frame of Reference, Referenced SOP Instance UIDs in
-  sequences, Media Storage SOP Instance UID in the file meta, ...), so references between
-  the de-identified objects still resolve. New UIDs are 2.25.<128-bit number> derived from
-  HMAC-SHA256(run salt, original UID).
-- Rebuilds the file meta information (no source AE titles, no private information) and drops
-  the 128-byte preamble and the original file name.
-- Sets Patient Identity Removed = YES, De-identification Method, and the De-identification
-  Method Code Sequence (DCM 113100 "Basic Application Confidentiality Profile"; plus 113108
-  "Retain Patient Characteristics Option" with `retain_patient_characteristics=True`).
-- Refuses images flagged Burned In Annotation = YES (text in the pixels may name the patient:
-  this module does not clean pixel data) unless `allow_burned_in=True`; an override must be
-  written to the audit log, so it needs an `AuditLog`.
+What `deidentify()` writes, per ALLOW_LIST action:
 
-Not done: the Clean Pixel Data, Clean Recognizable Visual Features, Clean Graphics, Clean
-Structured Content and Clean Descriptors options, and the Retain Longitudinal Temporal
-Information, Retain Device Identity, Retain UIDs and Retain Institution Identity options.
+- KEEP: the value as read (image pixel description and pixels, multi-frame timing, grey-level
+  transforms, geometry, SOP Class, Modality, laterality, body part, burned-in and lossy flags).
+  A kept attribute must carry its dictionary VR, and an IS or DS value must be a number: text
+  under an image attribute's tag is not kept.
+- NEW_UID: Study, Series, SOP Instance and Frame of Reference UIDs are replaced through a
+  `UidMap`: 2.25.<128-bit number> from HMAC-SHA256(run secret, original UID), so the same UID
+  gets the same new UID in every file of a run and references between the files still resolve.
+  A file without a SOP Instance UID cannot be referenced or written: it is refused.
+- PSEUDONYM: Patient ID and Patient's Name (Type 2) become one opaque value, "ANON-" + 20 hex
+  digits of HMAC-SHA256(run secret, original Patient ID, or the name when there is no ID; the
+  name gets a trailing "^", a one-component person name): the files of one patient stay
+  together within a run, and the original cannot be read back.
+- EMPTY: the Type 2 attributes an image IOD must have (birth date, sex, study date and time,
+  referring physician, study ID, accession number, manufacturer, content date and time) are
+  written with an empty value (Annex E action Z), whatever the source held.
+
+Options: `retain_patient_characteristics` keeps age (capped at 90Y), sex, size and weight
+(Retain Patient Characteristics Option, 113108); `retain_device_identity` keeps Manufacturer and
+Manufacturer's Model Name (not among the attributes Table E.1-1 removes, so no option code).
+Dates are not kept (no 113107): Study Date and Time stay as empty Type 2 attributes.
+
+The file meta information is rebuilt (no source AE titles, no private information), the
+128-byte preamble and the original file name are dropped, and Patient Identity Removed = YES,
+De-identification Method and the De-identification Method Code Sequence (CID 7050: DCM 113100
+"Basic Application Confidentiality Profile", plus 113108 with its option) are set.
+
+Images flagged Burned In Annotation = YES are refused (text in the pixels may name the patient:
+this module does not clean pixel data) unless `allow_burned_in=True`; an override must be
+written to the audit log, so it needs an `AuditLog`.
+
+Not done: the Clean Pixel Data, Clean Recognizable Visual Features and Clean Descriptors options
+(descriptors are removed, not cleaned); kept CS values (Modality, Body Part Examined, Image
+Type, ...) are not checked against their defined terms, so a sender that writes a name into one
+would get it through.
 
 Importing this module changes pydicom's process-wide settings so that no patient value or file
 path reaches a log: reading-time value validation is switched off (its warnings quote the value,
 say a malformed birth date); records of the "pydicom" logger tree stop there and are re-emitted
-through "holoburn.pydicom" with quoted text and paths redacted and tracebacks dropped; pydicom's
-UserWarnings (copies of its log messages) are ignored; files are read through an object without
-a name, so pydicom's messages cannot quote a path in the first place.
+through "holoburn.pydicom" with quoted text and paths redacted and tracebacks dropped (a record
+that cannot be formatted is dropped with one line naming where it came from, not its
+arguments); pydicom's UserWarnings (copies of its log messages) are ignored; files are read
+through an object without a name, so pydicom's messages cannot quote a path in the first place.
 
 File-level functions (`read_dicom`, `deidentify_file`, `deidentify_tree`) and the
 `holoburn deid IN OUT` command are at the end. File paths can hold patient names: logs,
@@ -67,10 +78,10 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import pydicom
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
@@ -82,270 +93,148 @@ from holoburn.clinical.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-# -- the profile ---------------------------------------------------------------------------------
+# -- the allow-list ------------------------------------------------------------------------------
 
-DUMMY, ZERO, REMOVE, KEEP, REPLACE_UID = "D", "Z", "X", "K", "U"
-ACTION_NAMES = {
-    DUMMY: "replace with a dummy value",
-    ZERO: "replace with an empty value",
-    REMOVE: "remove",
-    KEEP: "keep",
-    REPLACE_UID: "replace the UID consistently",
+KEEP, NEW_UID, PSEUDONYM, EMPTY = "keep", "new UID", "pseudonym", "empty"
+
+#: a keyword -> its action, or, for a sequence, the allow-list of its items
+AllowList = dict[str, Union[str, "AllowList"]]
+
+_WINDOW: AllowList = {"WindowCenter": KEEP, "WindowWidth": KEEP, "VOILUTFunction": KEEP}
+_LUT: AllowList = {"LUTDescriptor": KEEP, "LUTData": KEEP}
+#: what decoding (VOI) and a SEG's geometry read from an enhanced multi-frame image
+_FUNCTIONAL_GROUPS: AllowList = {
+    "FrameVOILUTSequence": _WINDOW,
+    "PixelValueTransformationSequence": {"RescaleSlope": KEEP, "RescaleIntercept": KEEP},
+    "PixelMeasuresSequence": {"PixelSpacing": KEEP, "SliceThickness": KEEP},
+    "PlanePositionSequence": {"ImagePositionPatient": KEEP},
+    "PlaneOrientationSequence": {"ImageOrientationPatient": KEEP},
 }
 
-# (keyword, action) from PS3.15 Table E.1-1, basic profile column. A subset: see the docstring.
-_PROFILE_TABLE: tuple[tuple[str, str], ...] = (
-    # -- patient
-    ("PatientName", ZERO),
-    ("PatientID", ZERO),
-    ("IssuerOfPatientID", REMOVE),
-    ("IssuerOfPatientIDQualifiersSequence", REMOVE),
-    ("PatientBirthDate", ZERO),
-    ("PatientBirthTime", REMOVE),
-    ("PatientSex", ZERO),
-    ("PatientInsurancePlanCodeSequence", REMOVE),
-    ("PatientPrimaryLanguageCodeSequence", REMOVE),
-    ("OtherPatientIDs", REMOVE),
-    ("OtherPatientNames", REMOVE),
-    ("OtherPatientIDsSequence", REMOVE),
-    ("PatientBirthName", REMOVE),
-    ("PatientAge", REMOVE),
-    ("PatientSize", REMOVE),
-    ("PatientWeight", REMOVE),
-    ("PatientAddress", REMOVE),
-    ("PatientMotherBirthName", REMOVE),
-    ("MilitaryRank", REMOVE),
-    ("BranchOfService", REMOVE),
-    ("MedicalRecordLocator", REMOVE),
-    ("ReferencedPatientPhotoSequence", REMOVE),
-    ("MedicalAlerts", REMOVE),
-    ("Allergies", REMOVE),
-    ("CountryOfResidence", REMOVE),
-    ("RegionOfResidence", REMOVE),
-    ("PatientTelephoneNumbers", REMOVE),
-    ("PatientTelecomInformation", REMOVE),
-    ("EthnicGroup", REMOVE),
-    ("Occupation", REMOVE),
-    ("SmokingStatus", REMOVE),
-    ("AdditionalPatientHistory", REMOVE),
-    ("PregnancyStatus", REMOVE),
-    ("LastMenstrualDate", REMOVE),
-    ("PatientReligiousPreference", REMOVE),
-    ("PatientSexNeutered", REMOVE),
-    ("ResponsiblePerson", REMOVE),
-    ("ResponsibleOrganization", REMOVE),
-    ("PatientComments", REMOVE),
-    ("ReferencedPatientSequence", REMOVE),
-    ("PatientState", REMOVE),
-    ("PatientTransportArrangements", REMOVE),
-    ("SpecialNeeds", REMOVE),
-    ("PatientInstitutionResidence", REMOVE),
-    # -- visit and admission
-    ("AdmissionID", REMOVE),
-    ("IssuerOfAdmissionIDSequence", REMOVE),
-    ("AdmittingDate", REMOVE),
-    ("AdmittingTime", REMOVE),
-    ("AdmittingDiagnosesDescription", REMOVE),
-    ("AdmittingDiagnosesCodeSequence", REMOVE),
-    ("DischargeDate", REMOVE),
-    ("DischargeTime", REMOVE),
-    ("DischargeDiagnosisDescription", REMOVE),
-    ("ServiceEpisodeID", REMOVE),
-    ("ServiceEpisodeDescription", REMOVE),
-    ("CurrentPatientLocation", REMOVE),
-    ("VisitComments", REMOVE),
-    # -- study
-    ("StudyInstanceUID", REPLACE_UID),
-    ("StudyDate", ZERO),
-    ("StudyTime", ZERO),
-    ("AccessionNumber", ZERO),
-    ("IssuerOfAccessionNumberSequence", REMOVE),
-    ("StudyID", ZERO),
-    ("StudyDescription", REMOVE),
-    ("StudyComments", REMOVE),
-    ("ReferencedStudySequence", REMOVE),
-    ("ReferringPhysicianName", ZERO),
-    ("ReferringPhysicianAddress", REMOVE),
-    ("ReferringPhysicianTelephoneNumbers", REMOVE),
-    ("ReferringPhysicianIdentificationSequence", REMOVE),
-    ("ConsultingPhysicianName", REMOVE),
-    ("ConsultingPhysicianIdentificationSequence", REMOVE),
-    ("PhysiciansOfRecord", REMOVE),
-    ("PhysiciansOfRecordIdentificationSequence", REMOVE),
-    ("NameOfPhysiciansReadingStudy", REMOVE),
-    ("PhysiciansReadingStudyIdentificationSequence", REMOVE),
-    ("RequestingPhysician", REMOVE),
-    ("RequestingService", REMOVE),
-    ("ReasonForStudy", REMOVE),
-    ("RequestedProcedureDescription", REMOVE),
-    ("RequestedProcedureCodeSequence", REMOVE),
-    ("RequestedProcedureID", REMOVE),
-    ("RequestedProcedureComments", REMOVE),
-    ("ReasonForTheRequestedProcedure", REMOVE),
-    ("RequestAttributesSequence", REMOVE),
-    ("ProcedureCodeSequence", REMOVE),
-    ("PlacerOrderNumberImagingServiceRequest", ZERO),
-    ("FillerOrderNumberImagingServiceRequest", ZERO),
-    ("OrderEnteredBy", REMOVE),
-    ("OrderEntererLocation", REMOVE),
-    ("OrderCallbackPhoneNumber", REMOVE),
-    ("ImagingServiceRequestComments", REMOVE),
-    ("ScheduledProcedureStepID", REMOVE),
-    ("ScheduledPerformingPhysicianName", REMOVE),
-    ("ScheduledStationAETitle", REMOVE),
-    ("ScheduledStationName", REMOVE),
-    ("ScheduledProcedureStepLocation", REMOVE),
-    ("ScheduledProcedureStepDescription", REMOVE),
-    ("PerformedProcedureStepID", REMOVE),
-    ("PerformedProcedureStepStartDate", REMOVE),
-    ("PerformedProcedureStepStartTime", REMOVE),
-    ("PerformedProcedureStepEndDate", REMOVE),
-    ("PerformedProcedureStepEndTime", REMOVE),
-    ("PerformedProcedureStepDescription", REMOVE),
-    ("PerformedStationAETitle", REMOVE),
-    ("PerformedStationName", REMOVE),
-    ("PerformedLocation", REMOVE),
-    ("ReferencedPerformedProcedureStepSequence", REMOVE),
-    ("ConsentForClinicalTrialUseSequence", REMOVE),
-    # -- series, acquisition, instance: dates, times and descriptions
-    ("SeriesDate", REMOVE),
-    ("SeriesTime", REMOVE),
-    ("AcquisitionDate", REMOVE),
-    ("AcquisitionTime", REMOVE),
-    ("AcquisitionDateTime", REMOVE),
-    ("ContentDate", ZERO),
-    ("ContentTime", ZERO),
-    ("InstanceCreationDate", REMOVE),
-    ("InstanceCreationTime", REMOVE),
-    ("InstanceCreatorUID", REPLACE_UID),
-    ("OverlayDate", REMOVE),
-    ("OverlayTime", REMOVE),
-    ("CurveDate", REMOVE),
-    ("CurveTime", REMOVE),
-    ("TimezoneOffsetFromUTC", REMOVE),
-    ("SeriesDescription", REMOVE),
-    ("ProtocolName", REMOVE),
-    ("ImageComments", REMOVE),
-    ("FrameComments", REMOVE),
-    ("AcquisitionComments", REMOVE),
-    ("DerivationDescription", REMOVE),
-    ("IdentifyingComments", REMOVE),
-    ("AcquisitionDeviceProcessingDescription", REMOVE),
-    ("ContrastBolusAgent", ZERO),
-    ("TextString", REMOVE),
-    ("TextComments", REMOVE),
-    ("TextValue", REMOVE),
-    ("ContentSequence", REMOVE),
-    # -- operators, observers, content creators
-    ("PerformingPhysicianName", REMOVE),
-    ("PerformingPhysicianIdentificationSequence", REMOVE),
-    ("OperatorsName", REMOVE),
-    ("OperatorIdentificationSequence", REMOVE),
-    ("ReviewerName", REMOVE),
-    ("VerifyingObserverName", DUMMY),
-    ("VerifyingOrganization", REMOVE),
-    ("PersonName", DUMMY),
-    ("PersonAddress", REMOVE),
-    ("PersonTelephoneNumbers", REMOVE),
-    ("PersonTelecomInformation", REMOVE),
-    ("ContentCreatorName", ZERO),
-    ("ContentCreatorIdentificationCodeSequence", REMOVE),
-    # -- institution and equipment
-    ("InstitutionName", REMOVE),
-    ("InstitutionAddress", REMOVE),
-    ("InstitutionCodeSequence", REMOVE),
-    ("InstitutionalDepartmentName", REMOVE),
-    ("InstitutionalDepartmentTypeCodeSequence", REMOVE),
-    ("StationName", REMOVE),
-    ("StationAETitle", REMOVE),
-    ("DeviceSerialNumber", REMOVE),
-    ("DeviceUID", REPLACE_UID),
-    ("PlateID", REMOVE),
-    ("CassetteID", REMOVE),
-    ("GantryID", REMOVE),
-    ("DetectorID", REMOVE),
-    ("DateOfLastCalibration", REMOVE),
-    ("TimeOfLastCalibration", REMOVE),
-    # -- instance and reference UIDs (the catch-all remaps any other instance UID as well)
-    ("SOPInstanceUID", REPLACE_UID),
-    ("SeriesInstanceUID", REPLACE_UID),
-    ("FrameOfReferenceUID", REPLACE_UID),
-    ("SynchronizationFrameOfReferenceUID", REPLACE_UID),
-    ("ReferencedSOPInstanceUID", REPLACE_UID),
-    ("ReferencedFrameOfReferenceUID", REPLACE_UID),
-    ("RelatedFrameOfReferenceUID", REPLACE_UID),
-    ("IrradiationEventUID", REPLACE_UID),
-    ("ConcatenationUID", REPLACE_UID),
-    ("DimensionOrganizationUID", REPLACE_UID),
-    ("StorageMediaFileSetUID", REPLACE_UID),
-    ("TransactionUID", REPLACE_UID),
-    ("UID", REPLACE_UID),
-    ("MediaStorageSOPInstanceUID", REPLACE_UID),
-    # -- integrity and history: they could restore or reveal what was removed
-    ("DigitalSignaturesSequence", REMOVE),
-    ("MACParametersSequence", REMOVE),
-    ("EncryptedAttributesSequence", REMOVE),
-    ("OriginalAttributesSequence", REMOVE),
-    ("ModifiedAttributesSequence", REMOVE),
-    ("DataSetTrailingPadding", REMOVE),
-)
+#: The policy. An attribute not named here is removed (at any depth); EMPTY and PSEUDONYM apply
+#: at the top level of the data set, where they are always written.
+ALLOW_LIST: AllowList = {
+    # image pixel description and the pixels (PS3.3 C.7.6.3)
+    "SamplesPerPixel": KEEP,
+    "PhotometricInterpretation": KEEP,
+    "Rows": KEEP,
+    "Columns": KEEP,
+    "BitsAllocated": KEEP,
+    "BitsStored": KEEP,
+    "HighBit": KEEP,
+    "PixelRepresentation": KEEP,
+    "PlanarConfiguration": KEEP,
+    "PixelAspectRatio": KEEP,
+    "RedPaletteColorLookupTableDescriptor": KEEP,
+    "GreenPaletteColorLookupTableDescriptor": KEEP,
+    "BluePaletteColorLookupTableDescriptor": KEEP,
+    "RedPaletteColorLookupTableData": KEEP,
+    "GreenPaletteColorLookupTableData": KEEP,
+    "BluePaletteColorLookupTableData": KEEP,
+    "SegmentedRedPaletteColorLookupTableData": KEEP,
+    "SegmentedGreenPaletteColorLookupTableData": KEEP,
+    "SegmentedBluePaletteColorLookupTableData": KEEP,
+    "PixelData": KEEP,
+    "FloatPixelData": KEEP,
+    "DoubleFloatPixelData": KEEP,
+    "ExtendedOffsetTable": KEEP,
+    "ExtendedOffsetTableLengths": KEEP,
+    "LossyImageCompression": KEEP,
+    "LossyImageCompressionRatio": KEEP,
+    "LossyImageCompressionMethod": KEEP,
+    # frames and their timing
+    "NumberOfFrames": KEEP,
+    "FrameIncrementPointer": KEEP,
+    "FrameTime": KEEP,
+    "FrameTimeVector": KEEP,
+    "CineRate": KEEP,
+    "RecommendedDisplayFrameRate": KEEP,
+    "SharedFunctionalGroupsSequence": _FUNCTIONAL_GROUPS,
+    "PerFrameFunctionalGroupsSequence": _FUNCTIONAL_GROUPS,
+    # grey levels: modality and VOI transforms
+    "RescaleSlope": KEEP,
+    "RescaleIntercept": KEEP,
+    "ModalityLUTSequence": _LUT,
+    **_WINDOW,
+    "VOILUTSequence": _LUT,
+    # geometry (a SEG of a source with a frame of reference needs it)
+    "PixelSpacing": KEEP,
+    "SliceThickness": KEEP,
+    "ImagePositionPatient": KEEP,
+    "ImageOrientationPatient": KEEP,
+    "PatientOrientation": KEEP,
+    # what the image is
+    "SpecificCharacterSet": KEEP,
+    "SOPClassUID": KEEP,
+    "Modality": KEEP,
+    "ImageType": KEEP,
+    "ConversionType": KEEP,
+    "Laterality": KEEP,
+    "ImageLaterality": KEEP,
+    "BodyPartExamined": KEEP,
+    "BurnedInAnnotation": KEEP,
+    "RecognizableVisualFeatures": KEEP,
+    "SeriesNumber": KEEP,
+    "InstanceNumber": KEEP,
+    "AcquisitionNumber": KEEP,
+    # identity: new UIDs, an opaque patient, empty Type 2 attributes
+    "SOPInstanceUID": NEW_UID,
+    "StudyInstanceUID": NEW_UID,
+    "SeriesInstanceUID": NEW_UID,
+    "FrameOfReferenceUID": NEW_UID,
+    "PatientID": PSEUDONYM,
+    "PatientName": PSEUDONYM,
+    "PatientBirthDate": EMPTY,
+    "PatientSex": EMPTY,
+    "StudyDate": EMPTY,
+    "StudyTime": EMPTY,
+    "ReferringPhysicianName": EMPTY,
+    "StudyID": EMPTY,
+    "AccessionNumber": EMPTY,
+    "ContentDate": EMPTY,
+    "ContentTime": EMPTY,
+    "Manufacturer": EMPTY,
+}
 
-
-def _build_profile() -> dict[int, tuple[str, str]]:
-    profile: dict[int, tuple[str, str]] = {}
-    for keyword, action in _PROFILE_TABLE:
-        tag = tag_for_keyword(keyword)
-        if tag is None:  # a typo in the table must fail loudly, not leave an attribute in
-            raise KeyError(f"Annex E table: {keyword!r} is not a DICOM keyword")
-        if action not in ACTION_NAMES:
-            raise ValueError(f"Annex E table: {keyword}: unknown action {action!r}")
-        profile[tag] = (keyword, action)
-    return profile
-
-
-#: tag -> (keyword, action) of the attributes the basic profile names explicitly (a subset)
-PROFILE: dict[int, tuple[str, str]] = _build_profile()
-
-#: kept by the Retain Patient Characteristics Option (113108)
+#: kept by the Retain Patient Characteristics Option (113108); age capped at 90Y
 PATIENT_CHARACTERISTICS = ("PatientAge", "PatientSex", "PatientSize", "PatientWeight")
+#: kept with `retain_device_identity` (off by default)
+DEVICE_IDENTITY = ("Manufacturer", "ManufacturerModelName")
 
-#: UIDs that name a class, a transfer syntax or a coding scheme, not an instance: never remapped
-KEEP_UIDS: frozenset[int] = frozenset(
-    tag_for_keyword(k)
-    for k in (
-        "SOPClassUID",
-        "ReferencedSOPClassUID",
-        "MediaStorageSOPClassUID",
-        "TransferSyntaxUID",
-        "ImplementationClassUID",
-        "ReferencedSOPClassUIDInFile",
-        "ReferencedTransferSyntaxUIDInFile",
-        "ReferencedRelatedGeneralSOPClassUIDInFile",
-        "RelatedGeneralSOPClassUID",
-        "OriginalSpecializedSOPClassUID",
-        "SOPClassesInStudy",
-        "CodingSchemeUID",
-        "MappingResourceUID",
-    )
-)
+#: tag -> action, or tag -> the tag table of a sequence's items
+TagAllowList = dict[int, Union[str, "TagAllowList"]]
 
-#: dates of a coding-scheme version, not of a patient: kept by the date/time catch-all
-_KEEP_DATES: frozenset[int] = frozenset(
-    tag_for_keyword(k) for k in ("ContextGroupVersion", "ContextGroupLocalVersion")
-)
 
-_DICOM_ROOT = "1.2.840.10008."
-_FREE_TEXT_VRS = {"LT", "ST", "UT"}
-_DATE_TIME_VRS = {"DA", "DT", "TM"}
+def _tag_table(table: AllowList) -> TagAllowList:
+    """Keywords to tags, nested tables too. A misspelt keyword fails at import, loudly."""
+    tags: TagAllowList = {}
+    for keyword, action in table.items():
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise KeyError(f"ALLOW_LIST: {keyword!r} is not a DICOM keyword")
+        if isinstance(action, dict):
+            if dictionary_VR(tag) != "SQ":
+                raise ValueError(f"ALLOW_LIST: {keyword} is not a sequence, it cannot list items")
+            tags[tag] = _tag_table(action)
+        elif action in (KEEP, NEW_UID, PSEUDONYM, EMPTY):
+            tags[tag] = action
+        else:
+            raise ValueError(f"ALLOW_LIST: {keyword}: unknown action {action!r}")
+    return tags
+
+
+ALLOWED: TagAllowList = _tag_table(ALLOW_LIST)
+
+_DICOM_ROOT = "1.2.840.10008."  # UIDs of the standard itself (well-known frames of reference): kept
 _PIXEL_TAGS = frozenset(
     tag_for_keyword(k) for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 )
 
 #: De-identification Method (LO, so at most 64 characters per value)
 DEIDENTIFICATION_METHOD = [
-    "holoburn: PS3.15 Annex E basic profile (subset, catch-alls)",
-    "private attributes removed",
-    "UIDs remapped to 2.25 (keyed hash per run)",
+    "holoburn allow-list, PS3.15 Annex E basic profile",
+    "kept: image description and pixels; all else removed",
+    "new UIDs and patient pseudonym: keyed hash per run",
 ]
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 RETAIN_PATIENT_CHARACTERISTICS_CODE = ("113108", "DCM", "Retain Patient Characteristics Option")
@@ -357,7 +246,8 @@ class DicomInputError(BadInput):
     """A DICOM input that holoburn reports and skips: `kind` is a short code, `reason` a sentence.
 
     Kinds: missing, unreadable, empty, not_dicom, truncated, dicomdir, no_pixel_data,
-    burned_in, unsupported, decode_error, duplicate. Reasons never contain the file path.
+    unknown_transfer_syntax, no_sop_instance_uid, burned_in, unsupported, decode_error,
+    duplicate, unwritable. Reasons never contain the file path or a value of the file.
     """
 
     def __init__(self, kind: str, reason: str):
@@ -404,7 +294,8 @@ def converting_values():
 
 
 class UidMap:
-    """Maps original UIDs to new ones, the same way for the whole run.
+    """Maps original UIDs to new ones (and patient identifiers to pseudonyms), the same way for
+    the whole run.
 
     new = "2.25." + decimal of a 128-bit number taken from HMAC-SHA256(salt, original UID),
     with the RFC 9562 version-8 / variant bits set so that it is a well-formed UUID as the
@@ -432,99 +323,70 @@ class UidMap:
 
     map = __call__
 
+    def pseudonym(self, value: str) -> str:
+        """An opaque stand-in for a patient identifier: "ANON-" + 20 hex digits of
+        HMAC-SHA256(salt, value), in a domain of its own (a UID never maps to it)."""
+        digest = hmac.new(self._salt, b"patient\0" + str(value).encode("utf-8", "replace"), hashlib.sha256)
+        return f"ANON-{digest.hexdigest()[:20]}"
+
     def __repr__(self) -> str:  # never show the salt
         return "UidMap(<secret salt>)"
-
-
-def _is_instance_uid(tag: int, value: str) -> bool:
-    return tag not in KEEP_UIDS and not str(value).startswith(_DICOM_ROOT)
 
 
 # -- the data-set transform ------------------------------------------------------------------------
 
 
-def _dummy_value(vr: str):
-    return {
-        "PN": "ANONYMIZED",
-        "LO": "ANONYMIZED",
-        "SH": "ANONYMIZED",
-        "LT": "ANONYMIZED",
-        "ST": "ANONYMIZED",
-        "UT": "ANONYMIZED",
-        "UC": "ANONYMIZED",
-        "CS": "ANONYMIZED",
-        "AE": "ANONYMIZED",
-        "DA": "19000101",
-        "TM": "000000",
-        "DT": "19000101000000",
-        "AS": "000D",
-        "IS": "0",
-        "DS": "0",
-    }.get(vr)
+def _new_uid(value, uid_map: UidMap):
+    """A new UID for an instance UID (or each of several); UIDs of the standard itself are kept."""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return [_new_uid(v, uid_map) for v in value]
+    return value if not value or str(value).startswith(_DICOM_ROOT) else uid_map(value)
 
 
-def _empty_element(elem: DataElement) -> DataElement:
-    value = Sequence([]) if elem.VR == "SQ" else empty_value_for_VR(elem.VR)
-    return DataElement(elem.tag, elem.VR, value)
+def _has_dictionary_vr(elem: DataElement) -> bool:
+    expected = dictionary_VR(elem.tag)  # e.g. "US or SS": either, or still ambiguous
+    return elem.VR == expected or elem.VR in expected.split(" or ")
 
 
-def _remap_uid_element(elem: DataElement, uid_map: UidMap) -> DataElement:
-    value = elem.value
-    if value is None or value == "":
-        return copy.deepcopy(elem)
-    if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str):
-        new = [uid_map(v) if _is_instance_uid(elem.tag, v) else v for v in value]
-    else:
-        new = uid_map(value) if _is_instance_uid(elem.tag, value) else value
-    return DataElement(elem.tag, elem.VR, new)
+def _is_text_in_a_number(elem: DataElement) -> bool:
+    """IS and DS values are strings: one that is no number (pydicom, not validating, passes it
+    on as read) is text from the source, and not kept."""
+    if elem.VR not in ("IS", "DS"):
+        return False
+    values = elem.value if isinstance(elem.value, pydicom.multival.MultiValue) else [elem.value]
+    try:
+        [float(value) for value in values if value not in (None, "")]
+    except (TypeError, ValueError):
+        return True
+    return False
 
 
-def _action_for(tag: int, vr: str, retain: frozenset[int]) -> str:
-    if tag in retain:
-        return KEEP
-    if tag in PROFILE:
-        return PROFILE[tag][1]
-    if vr == "UI":
-        return REPLACE_UID
-    if vr == "PN":
-        return ZERO
-    if vr in _DATE_TIME_VRS and tag not in _KEEP_DATES:
-        return REMOVE
-    if vr in _FREE_TEXT_VRS or vr == "UN":  # UN: unknown to the dictionary, contents unknown
-        return REMOVE
-    return KEEP
-
-
-def _is_removed_group(tag: int) -> bool:
-    group = tag >> 16
-    return 0x5000 <= group <= 0x50FF or 0x6000 <= group <= 0x60FF  # curves, overlays
-
-
-def _deidentify_items(source: Dataset, uid_map: UidMap, retain: frozenset[int]) -> Dataset:
+def _allowed(source: Dataset, table: TagAllowList, uid_map: UidMap) -> Dataset:
+    """The attributes of `source` that `table` keeps (KEEP, NEW_UID, and allowed sequences, their
+    items filtered by their own table). A value is read only when it is kept: removed ones are
+    never decoded, so damage or text in them cannot reach a message."""
     out = Dataset()
-    for tag in list(source.keys()):
-        # decide on the tag before touching the value, so dropped values are never decoded
-        if tag.is_private or _is_removed_group(tag) or tag.element == 0:
-            continue  # private, overlays/curves, group lengths (retired; stale after removals)
-        elem = source[tag]
-        action = _action_for(tag, elem.VR, retain)
-        if action == REMOVE:
+    for tag in source.keys():
+        action = table.get(tag)  # private, unknown and unlisted tags are never in the table
+        if action is None or action in (PSEUDONYM, EMPTY):  # those two are written by deidentify()
             continue
-        if action == ZERO:
-            out.add(_empty_element(elem))
-        elif action == DUMMY:
-            dummy = _dummy_value(elem.VR)
-            out.add(DataElement(tag, elem.VR, dummy) if dummy is not None else _empty_element(elem))
-        elif action == REPLACE_UID or elem.VR == "UI":
-            out.add(_remap_uid_element(elem, uid_map))
-        elif elem.VR == "SQ":
-            items = [_deidentify_items(item, uid_map, retain) for item in (elem.value or [])]
-            new = DataElement(tag, "SQ", Sequence(items))
-            new.is_undefined_length = elem.is_undefined_length
-            out.add(new)
-        else:  # keep: bytes values (pixel data) are immutable and shared, not copied
+        elem = source[tag]
+        if not _has_dictionary_vr(elem) or _is_text_in_a_number(elem):
+            continue  # e.g. text under an image attribute's tag: not what the table keeps
+        if isinstance(action, dict):
+            items = [_allowed(item, action, uid_map) for item in elem.value or []]
+            out.add(DataElement(tag, "SQ", Sequence(items)))
+        elif action == NEW_UID:
+            out.add(DataElement(tag, elem.VR, _new_uid(elem.value, uid_map)))
+        else:  # KEEP: bytes values (pixel data) are immutable and shared, not copied
             out.add(copy.deepcopy(elem))
     return out
+
+
+def _pseudonym(source: Dataset, uid_map: UidMap) -> str:
+    """The opaque patient of `source`: from its Patient ID, or its name without one; '' if neither."""
+    key = str(source.get("PatientID", "") or "").strip() or str(source.get("PatientName", "") or "").strip()
+    return uid_map.pseudonym(key) if key else ""
 
 
 def _cap_age(age: str) -> str:
@@ -555,42 +417,54 @@ def audit_reference(deidentified: Dataset, file_ref: str | None = None) -> dict:
     return reference
 
 
+def policy(*, retain_patient_characteristics: bool = False, retain_device_identity: bool = False) -> TagAllowList:
+    """ALLOWED, with what the options keep besides."""
+    kept = (PATIENT_CHARACTERISTICS if retain_patient_characteristics else ()) + (
+        DEVICE_IDENTITY if retain_device_identity else ()
+    )
+    return {**ALLOWED, **{tag_for_keyword(keyword): KEEP for keyword in kept}}
+
+
 def deidentify(
     dataset: Dataset,
     uid_map: UidMap,
     *,
     allow_burned_in: bool = False,
     retain_patient_characteristics: bool = False,
+    retain_device_identity: bool = False,
     audit: AuditLog | None = None,
     source_ref: str | None = None,
 ) -> Dataset:
-    """Return a de-identified copy of `dataset` (a plain `Dataset` with new file meta).
+    """Return a de-identified copy of `dataset` (a plain `Dataset` with new file meta): only what
+    `ALLOW_LIST` names, see the module docstring.
 
     `dataset` is never modified. Pixel data is carried over untouched (shared, not copied).
     `source_ref` (a `path_ref()`) names the input in audit entries.
 
-    Raises `BurnedInAnnotationError` for Burned In Annotation = YES unless `allow_burned_in`;
+    Raises `DicomInputError` of kind "no_sop_instance_uid" for a data set without a SOP Instance
+    UID, and `BurnedInAnnotationError` for Burned In Annotation = YES unless `allow_burned_in`;
     a refusal is audited when `audit` is given, and an override REQUIRES `audit` (ValueError
     otherwise) because every override must be on record.
     """
     with converting_values():
         burned_in = is_burned_in(dataset)
+        has_instance_uid = bool(str(dataset.get("SOPInstanceUID", "") or "").strip())
+    if not has_instance_uid:
+        raise DicomInputError(
+            "no_sop_instance_uid",
+            "no SOP Instance UID: the image cannot be referenced by its results or written as "
+            "DICOM; have the sending system export it again",
+        )
     if burned_in and allow_burned_in and audit is None:
         raise ValueError(
             "allow_burned_in=True needs an audit log: pass audit=AuditLog(...) so that the "
             "override is on record"
         )
-    retain = (
-        frozenset(tag_for_keyword(k) for k in PATIENT_CHARACTERISTICS)
-        if retain_patient_characteristics
-        else frozenset()
-    )
     if burned_in and not allow_burned_in:
         if audit is not None:
             reference = {"file": source_ref} if source_ref else {}
             with converting_values():
-                if dataset.get("SOPInstanceUID"):
-                    reference["SOPInstanceUID"] = uid_map(dataset.SOPInstanceUID)
+                reference["SOPInstanceUID"] = uid_map(dataset.SOPInstanceUID)
             audit.append("refuse_burned_in", reference, {"BurnedInAnnotation": "YES"})
         raise BurnedInAnnotationError(
             "image is flagged Burned In Annotation = YES: text in its pixels may identify the "
@@ -599,11 +473,22 @@ def deidentify(
             "is written to the audit log."
         )
 
+    table = policy(retain_patient_characteristics=retain_patient_characteristics,
+                   retain_device_identity=retain_device_identity)
     with converting_values():
-        out = _deidentify_items(dataset, uid_map, retain)
+        out = _allowed(dataset, table, uid_map)
+        pseudonym = _pseudonym(dataset, uid_map)
         if "PatientAge" in out:
             out.PatientAge = _cap_age(out.PatientAge)
-        out.file_meta = _new_file_meta(dataset, out, uid_map)
+        out.file_meta = _new_file_meta(dataset, out)
+    for tag, action in table.items():  # Type 2: always present, never the source's value
+        if action in (PSEUDONYM, EMPTY):
+            vr = dictionary_VR(tag)
+            if action == EMPTY or not pseudonym:
+                value = empty_value_for_VR(vr)
+            else:  # a person name of one component says so with a trailing caret (PS3.5 6.2.1.2)
+                value = f"{pseudonym}^" if vr == "PN" else pseudonym
+            out[tag] = DataElement(tag, vr, value)
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = DEIDENTIFICATION_METHOD
     codes = [BASIC_PROFILE_CODE]
@@ -620,18 +505,14 @@ def deidentify(
     return out
 
 
-def _new_file_meta(source: Dataset, out: Dataset, uid_map: UidMap) -> FileMetaDataset:
-    """Fresh file meta: only the class, the instance (remapped) and the transfer syntax survive."""
+def _new_file_meta(source: Dataset, out: Dataset) -> FileMetaDataset:
+    """Fresh file meta: only the class, the (new) instance and the transfer syntax survive."""
     old = getattr(source, "file_meta", None) or FileMetaDataset()
     meta = FileMetaDataset()
-    sop_class = old.get("MediaStorageSOPClassUID") or out.get("SOPClassUID")
+    sop_class = out.get("SOPClassUID") or old.get("MediaStorageSOPClassUID")
     if sop_class:
         meta.MediaStorageSOPClassUID = sop_class
-    sop_instance = out.get("SOPInstanceUID") or (
-        uid_map(old.MediaStorageSOPInstanceUID) if old.get("MediaStorageSOPInstanceUID") else None
-    )
-    if sop_instance:
-        meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
     if old.get("TransferSyntaxUID"):
         meta.TransferSyntaxUID = old.TransferSyntaxUID
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -674,6 +555,15 @@ class _RedactingForwarder(logging.Handler):
             self._target.handle(clean)
         except _UNFORMATTABLE:  # logging must never break reading
             self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """logging's own handleError prints the record's message, its raw arguments (values
+        from the file) and a traceback to stderr: say only where the record came from."""
+        if logging.raiseExceptions and sys.stderr:
+            sys.stderr.write(
+                f"holoburn: a log record of {record.name} (line {record.lineno}) could not be "
+                "formatted and was dropped\n"
+            )
 
 
 def _quiet_pydicom() -> None:
@@ -766,7 +656,9 @@ def read_dicom(path: str | os.PathLike, *, require_pixels: bool = True) -> Datas
     """Read a DICOM Part 10 file and check it is a whole image; raise `DicomInputError` if not.
 
     Kinds raised: missing, unreadable, empty, not_dicom, truncated, dicomdir (a DICOMDIR index:
-    it holds patient names and no image), no_pixel_data (when `require_pixels`). The returned
+    it holds patient names and no image), unknown_transfer_syntax (none, or one that is neither
+    DICOM's nor known to pydicom: its data set cannot be decoded or written back), no_pixel_data
+    (when `require_pixels`). The returned
     data set still holds identifying attributes: pass it to `deidentify()` before anything else.
     """
     path = Path(path)
@@ -802,6 +694,13 @@ def read_dicom(path: str | os.PathLike, *, require_pixels: bool = True) -> Datas
     with converting_values():  # the checks below are the first to read values
         if is_dicomdir(dataset):
             raise DicomInputError("dicomdir", "DICOMDIR index (holds no image; its files are read one by one)")
+        if not UID(str(dataset.file_meta.get("TransferSyntaxUID", "") or "")).is_transfer_syntax:
+            raise DicomInputError(  # the value is not quoted: it is the file's, whatever it holds
+                "unknown_transfer_syntax",
+                "the file meta names no Transfer Syntax, or one that is neither a DICOM one nor "
+                "known to pydicom: the data set cannot be decoded or written back; have the "
+                "sending system export it with a standard transfer syntax",
+            )
         pixels_found = has_pixels(dataset)
         truncated = _truncation(dataset, stat.st_size, pixels_found=pixels_found)
         if truncated:
@@ -839,11 +738,10 @@ def write_dataset(dataset: Dataset, out_path: Path) -> None:
         raise
 
 
-def _read_deidentified(path, ref: str, uid_map: UidMap, audit, allow_burned_in: bool,
-                       retain_patient_characteristics: bool) -> Dataset:
-    """Read one file and return its de-identified copy (the identified original is not kept)."""
-    return deidentify(read_dicom(path), uid_map, allow_burned_in=allow_burned_in,
-                      retain_patient_characteristics=retain_patient_characteristics, audit=audit, source_ref=ref)
+def _read_deidentified(path, ref: str, uid_map: UidMap, audit, **options: bool) -> Dataset:
+    """Read one file and return its de-identified copy (the identified original is not kept).
+    `options`: deidentify()'s allow_burned_in and retain_* flags."""
+    return deidentify(read_dicom(path), uid_map, audit=audit, source_ref=ref, **options)
 
 
 def _audit_skip(audit, ref: str, error: "DicomInputError") -> None:
@@ -858,19 +756,19 @@ def deidentify_file(
     uid_map: UidMap,
     *,
     audit: AuditLog | None = None,
-    allow_burned_in: bool = False,
-    retain_patient_characteristics: bool = False,
+    **options: bool,
 ) -> Path:
     """De-identify one DICOM image file; return the path written.
 
     If `out_path` is an existing directory the file goes to
     `out_path/<study>/<series>/<sop>.dcm` (see `output_name`). Raises `DicomInputError` (with
     `.kind`, `.reason`) for files that are skipped; every outcome is audited when `audit` is
-    given.
+    given. `options`: deidentify()'s allow_burned_in, retain_patient_characteristics and
+    retain_device_identity.
     """
     ref = path_ref(in_path)
     try:
-        out = _read_deidentified(in_path, ref, uid_map, audit, allow_burned_in, retain_patient_characteristics)
+        out = _read_deidentified(in_path, ref, uid_map, audit, **options)
     except DicomInputError as error:
         _audit_skip(audit, ref, error)
         raise
@@ -913,15 +811,15 @@ def deidentify_tree(
     uid_map: UidMap | None = None,
     *,
     audit: AuditLog | None = None,
-    allow_burned_in: bool = False,
-    retain_patient_characteristics: bool = False,
     progress: Callable[[str], None] | None = None,
+    **options: bool,
 ) -> DeidSummary:
     """De-identify every DICOM image under `in_dir` into `out_dir/<study>/<series>/<sop>.dcm`.
 
     Files that are not DICOM images are skipped with their reason; a DICOMDIR is not copied
-    (it holds patient names; build a new one from the output if needed). `progress` receives
-    one line per file, naming it by number and `path_ref`, never by path.
+    (it holds patient names; build a new one from the output if needed). One bad file never
+    stops the tree: it is skipped with its kind and reason. `progress` receives one line per
+    file, naming it by number and `path_ref`, never by path. `options` as for deidentify_file.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():  # named by its hash only: input paths can hold patient names
@@ -946,7 +844,7 @@ def deidentify_tree(
         summary.files += 1
         ref = path_ref(path)
         try:
-            out = _read_deidentified(path, ref, uid_map, audit, allow_burned_in, retain_patient_characteristics)
+            out = _read_deidentified(path, ref, uid_map, audit, **options)
             relative = output_name(out, ref)
             if relative in seen:
                 raise DicomInputError(
@@ -993,6 +891,11 @@ def add_deid_arguments(parser: argparse.ArgumentParser) -> None:
         "age matters for Lund-Browder burn size",
     )
     parser.add_argument(
+        "--retain-device-identity",
+        action="store_true",
+        help="keep Manufacturer and Manufacturer's Model Name (removed by default)",
+    )
+    parser.add_argument(
         "--uid-salt-file",
         type=Path,
         help="file holding a secret salt (>= 16 bytes) so that several runs map UIDs alike; "
@@ -1023,6 +926,7 @@ def run_deid(args: argparse.Namespace) -> int:
             audit=audit,
             allow_burned_in=args.allow_burned_in,
             retain_patient_characteristics=args.retain_patient_characteristics,
+            retain_device_identity=args.retain_device_identity,
             progress=progress,
         )
     except BadInput as error:

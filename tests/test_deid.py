@@ -1,4 +1,4 @@
-"""De-identification (PS3.15 Annex E basic profile, subset) and the `holoburn deid` command.
+"""De-identification (allow-list, PS3.15 Annex E basic profile) and the `holoburn deid` command.
 
 `identified_dataset()`, `IDENTIFIERS` and `find_identifiers()` are shared with
 test_dicom_io.py and test_dicom_export.py: a data set full of identifying values, and a search
@@ -26,7 +26,10 @@ from holoburn.clinical import deid
 from holoburn.clinical.audit import AuditLog, verify
 from holoburn.clinical.errors import BadInput
 from holoburn.clinical.deid import (
-    PROFILE,
+    ALLOW_LIST,
+    EMPTY,
+    NEW_UID,
+    PSEUDONYM,
     BurnedInAnnotationError,
     UidMap,
     deidentify,
@@ -188,20 +191,28 @@ def dataset_bytes(ds: Dataset) -> bytes:
     return buffer.getvalue()
 
 
-# -- the profile table -----------------------------------------------------------------------
+# -- the allow-list ---------------------------------------------------------------------------
 
 
-def test_profile_table_is_valid_and_covers_the_attributes_that_matter():
-    assert all(action in "DZXKU" for _, action in PROFILE.values())
-    named = {keyword for keyword, _ in PROFILE.values()}
-    for must in (
-        "PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDsSequence", "PatientAddress",
-        "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-        "ReferencedSOPInstanceUID", "MediaStorageSOPInstanceUID", "AccessionNumber", "StudyDate",
-        "InstitutionName", "StationName", "DeviceSerialNumber", "OperatorsName",
-        "ReferringPhysicianName", "PerformingPhysicianName", "ImageComments", "StudyDescription",
-    ):
-        assert must in named, must
+def test_allow_list_keeps_no_text_and_replaces_every_identity():
+    """No attribute of a free-text or name VR is kept as it came; instance UIDs are new ones."""
+    from pydicom.datadict import dictionary_VR
+
+    def rows(table, depth=0):
+        for keyword, action in table.items():
+            yield keyword, action, depth
+            if isinstance(action, dict):
+                yield from rows(action, depth + 1)
+
+    for keyword, action, depth in rows(ALLOW_LIST):
+        vr = dictionary_VR(keyword)
+        if vr in ("LO", "SH", "PN", "ST", "LT", "UT", "UC", "DA", "DT", "TM", "AS"):
+            assert action in (EMPTY, PSEUDONYM) and depth == 0, keyword  # never KEEP
+        assert (action == NEW_UID) == (vr == "UI" and keyword != "SOPClassUID"), keyword
+    assert ALLOW_LIST["PatientID"] == ALLOW_LIST["PatientName"] == PSEUDONYM
+    for removed in ("IconImageSequence", "ReferencedStudySequence", "ClinicalTrialSiteName", "ProtocolName",
+                    "OtherPatientIDsSequence", "InstitutionName", "ManufacturerModelName", "DeviceSerialNumber"):
+        assert removed not in ALLOW_LIST, removed
 
 
 # -- deidentify() ----------------------------------------------------------------------------
@@ -216,15 +227,15 @@ def test_deidentify_removes_every_identifier_and_never_mutates_the_input():
     assert find_identifiers(str(out)) == []
     assert find_identifiers(dataset_bytes(out)) == []
     assert find_identifiers(repr(out)) == []
-    # Type 2 attributes stay, empty; X attributes are gone
-    assert out.PatientName == "" and out.PatientID == "" and out.StudyDate == ""
+    # the patient is an opaque pseudonym; Type 2 attributes stay, empty; the rest is gone
+    assert out.PatientID.startswith("ANON-") and out.PatientName == f"{out.PatientID}^"
+    assert out.StudyDate == "" and out.AccessionNumber == "" and out.Manufacturer == ""
     assert "PatientAge" not in out and "InstitutionName" not in out and "OperatorsName" not in out
     assert "PatientBirthTime" not in out and "DateOfSecondaryCapture" not in out
-    assert "CommentsOnThePerformedProcedureStep" not in out  # free-text catch-all
-    assert out.NamesOfIntendedRecipientsOfResults == ""  # person-name catch-all
-    # nested: the kept sequence lost its institution and operator; private tags are gone
-    assert "InstitutionName" not in out.ContributingEquipmentSequence[0]
-    assert out.ContributingEquipmentSequence[0].Manufacturer == "AcmeCam"
+    assert "CommentsOnThePerformedProcedureStep" not in out and "NamesOfIntendedRecipientsOfResults" not in out
+    for sequence in ("ContributingEquipmentSequence", "OtherPatientIDsSequence", "ReferencedImageSequence",
+                     "RequestAttributesSequence"):
+        assert sequence not in out, sequence
     assert not any(element.tag.is_private for element in out.iterall())
     assert 0x00411001 not in out
     assert "SourceApplicationEntityTitle" not in out.file_meta
@@ -235,6 +246,7 @@ def test_deidentify_removes_every_identifier_and_never_mutates_the_input():
     assert "Annex E" in out.DeidentificationMethod[0]
     # pixels and non-identifying image attributes kept
     assert out.PixelData == source.PixelData and out.Rows == 32 and out.Modality == "XC"
+    assert out.SeriesNumber == 1 and out.SOPClassUID == source.SOPClassUID
     assert not hasattr(out, "filename")
 
 
@@ -248,16 +260,14 @@ def test_uids_are_remapped_consistently_within_a_run():
             assert value.startswith("2.25.") and value.is_valid and len(value) <= 64, (keyword, value)
         assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
         assert out.SOPClassUID == SecondaryCaptureImageStorage  # classes are not instances
-        assert out.ReferencedImageSequence[0].ReferencedSOPClassUID == SecondaryCaptureImageStorage
     assert first.StudyInstanceUID == second.StudyInstanceUID == uid_map(STUDY_UID)
     assert first.SeriesInstanceUID == second.SeriesInstanceUID
+    assert first.FrameOfReferenceUID == second.FrameOfReferenceUID == uid_map(FRAME_OF_REFERENCE_UID)
     assert first.SOPInstanceUID != second.SOPInstanceUID
-    # a reference inside a sequence maps like the instance it names
-    referencing = identified_dataset(3)
-    referencing.ReferencedImageSequence[0].ReferencedSOPInstanceUID = f"{ORIGINAL_UID_ROOT}101.3.1"
-    assert deidentify(referencing, uid_map).ReferencedImageSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
-    # another run (salt) gives other UIDs; the same salt the same ones
-    assert deidentify(identified_dataset(1), UidMap()).SOPInstanceUID != first.SOPInstanceUID
+    assert first.PatientID == second.PatientID  # one patient, one pseudonym within the run
+    # another run (salt) gives other UIDs and pseudonyms; the same salt the same ones
+    other_run = deidentify(identified_dataset(1), UidMap())
+    assert other_run.SOPInstanceUID != first.SOPInstanceUID and other_run.PatientID != first.PatientID
     salt = b"s" * 32
     assert UidMap(salt)(STUDY_UID) == UidMap(salt)(STUDY_UID)
     assert "salt" not in repr(UidMap(salt)).replace("<secret salt>", "") and "sss" not in repr(UidMap(salt))

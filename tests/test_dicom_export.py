@@ -93,7 +93,8 @@ def test_segmentation_round_trip(tmp_path, photo):
     assert reference.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == photo.dataset.SOPInstanceUID
     assert seg.StudyInstanceUID == photo.dataset.StudyInstanceUID
     assert seg.SeriesInstanceUID != photo.dataset.SeriesInstanceUID and seg.SOPInstanceUID.startswith("2.25.")
-    assert seg.PatientIdentityRemoved == "YES" and seg.PatientName == ""
+    assert seg.PatientIdentityRemoved == "YES" and seg.PatientName == photo.dataset.PatientName  # the pseudonym
+    assert seg.PatientID == photo.dataset.PatientID and seg.PatientID.startswith("ANON-")
     # the pixels: each segment is exactly its class
     masks = _label_map_from_seg(seg)
     for number in range(1, 6):
