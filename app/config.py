@@ -59,12 +59,54 @@ def read_yaml(path: str | Path) -> dict:
             return yaml.safe_load(bundled.read_text(encoding="utf-8")) or {}
     text = read_text(path)
     try:
-        data = yaml.safe_load(text) or {}
+        data = parse_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+#: values a config may expand to through YAML aliases (the shipped defaults hold about 200)
+MAX_VALUES = 100_000
+
+
+def parse_yaml(text: str):
+    """The data of a YAML text (None for none); yaml.YAMLError for text that is not YAML, and
+    for text PyYAML would fail on otherwise or that would hang whoever walks its data: nesting
+    deeper than Python's recursion limit, a value Python cannot hold (an integer of over 4300
+    digits, the date 2020-13-45), aliases that expand to more than MAX_VALUES values (a "billion
+    laughs") or that make a value contain itself."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, {})
+        return loader.construct_document(node)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply to read") from None
+    except ValueError as exc:  # what PyYAML's int and timestamp constructors raise
+        raise yaml.YAMLError(f"a value cannot be read: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _count_values(node, counted: dict) -> int:
+    """Values under `node` with every alias expanded (each shared node counted once per use)."""
+    if id(node) in counted:
+        if counted[id(node)] is None:
+            raise yaml.YAMLError(f"line {node.start_mark.line + 1}: an alias makes a value contain itself")
+        return counted[id(node)]
+    counted[id(node)] = None  # being counted
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    total = 1 + sum(_count_values(child, counted) for child in children)
+    if total > MAX_VALUES:
+        raise yaml.YAMLError(f"line {node.start_mark.line + 1}: its aliases expand to more than {MAX_VALUES} values "
+                             "(a config holds a few hundred)")
+    counted[id(node)] = total
+    return total
 
 
 def problems(config: dict, reference: dict | None = None, prefix: str = "") -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from holoburn.app.config import problems, read_text, value_problems
+from holoburn.app.config import parse_yaml, problems, read_text, value_problems
 
 
 def key_lines(text: str) -> tuple[dict, list[tuple[str, int, int]]]:
@@ -63,8 +63,8 @@ def _read_text(name: str) -> tuple[str, str]:
 def check_text(text: str) -> list[tuple[int | None, str]]:
     """Every problem in a config file's text, as (line or None, 'dotted.path: message'), in file order."""
     try:
+        data = parse_yaml(text)  # first: it refuses what would hang or crash key_lines
         lines, duplicates = key_lines(text)
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         reason = getattr(exc, "problem", None) or str(exc)

@@ -61,6 +61,7 @@ class VideoReader:
         self.path = Path(path)
         try:  # the file can vanish or lose its permissions between the checks (a reopen for looping)
             self.container = _check_file(self.path)
+            self._identity = _identity(self.path)
             self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
             if not self._capture.isOpened():
                 self._capture.release()
@@ -118,7 +119,7 @@ class VideoReader:
         else:  # no usable time for this frame: one period after the last
             ts = 0.0 if first else self._last_ts + self._period
             self._timeline.distrust()
-        for lost_ts in self._timeline.take(ts):
+        for lost_ts in self._timeline.take(ts)[:self._room_for_lost(before_next=1)]:
             self._queue.append((None, lost_ts, DECODE_ERROR))
             self.decode_errors += 1
         self._queue.append((to_rgb8(image), ts, "ok"))
@@ -127,6 +128,17 @@ class VideoReader:
     def _accounted(self) -> int:
         """Frames of the file dealt with so far: decoded (handed out or queued) and failed."""
         return self.frames_read + sum(1 for item in self._queue if item[2] == "ok") + self.decode_errors
+
+    def _room_for_lost(self, before_next: int = 0) -> int | None:
+        """How many frames that did not decode the file can still hold (None: no bound).
+
+        A container that states its frame count (MP4, AVI) holds that many frames, however many
+        packets its demuxer delivers: with a damaged index FFmpeg scans the file chunk by chunk and
+        reads the index's own entries as packets (an AVI of 90 frames gave 135). Packets past the
+        count are not frames; counting them as frames that failed to decode counted frames twice."""
+        if not (self.count_is_exact and self.declared_frames):
+            return None
+        return max(0, self.declared_frames - self._accounted() - before_next)
 
     def _decode_next(self):
         """The next decoded BGR picture, or None at the end of the file.
@@ -149,8 +161,10 @@ class VideoReader:
         lists but does not hold are missing."""
         self.ended = True
         self._timeline.read_to_end()
-        present = max(self._timeline.present, self._accounted())
-        undecoded = present - self._accounted()
+        undecoded = max(0, self._timeline.present - self._accounted())
+        room = self._room_for_lost()
+        undecoded = undecoded if room is None else min(undecoded, room)
+        present = self._accounted() + undecoded
         leftover = self._timeline.leftover()
         last = self._last_ts if self._last_ts is not None else -self._period
         for k in range(undecoded):
@@ -205,6 +219,8 @@ class VideoReader:
             parts.append(f"{self.decode_errors} failed to decode (corrupt data)")
         if self._missing:
             parts.append(f"{self._missing} missing (listed but not in the file: truncated or damaged)")
+        if _identity(self.path) != self._identity:  # frames after the change are lost or undecodable
+            parts.append("the file changed or was removed while it was read")
         listed = self.declared_frames if self._missing else self.frame_count
         return f"{name or self.path}: the container lists {listed} frames; " + ", ".join(parts)
 
@@ -370,6 +386,15 @@ class FrameListReader:
 
     def close(self) -> None:
         pass
+
+
+def _identity(path: Path) -> tuple | None:
+    """What tells a file apart from its replacement or a changed copy (None: it is gone)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 # --- what a file is, before FFmpeg is asked ---------------------------------------------------------
@@ -582,3 +607,14 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+    def readable_frames(self) -> int:
+        """Frames a reader finds in the closed file, from its index (0 for a file that cannot be
+        opened: one whose disk filled before its index was written)."""
+        if not self.frames_written:
+            return 0
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        try:
+            return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
