@@ -27,9 +27,21 @@ class ResultsOp(Operator):
         if self.remote:
             frame = frame_from_result(op_input.receive("in"))
             self.recorder.add(frame, None)
+            self._stop_if_full()
             return
         batch: LaneBatch = op_input.receive("in")
         for frame in batch.frames:
             self.recorder.add(frame, batch.done_ns, batch.trace, batch.gpu_ms)
         if self.runtimes is not None:
             self.runtimes[batch.lane].release(batch)
+        self._stop_if_full()
+
+    def _stop_if_full(self) -> None:
+        """The results writer has no room for more pictures (a full disk): stop the sources, as
+        at their end; the frames on their way are recorded without pictures, and the run then
+        closes its files and reports the stop."""
+        if getattr(self.recorder, "full", None) is None:
+            return
+        sources = getattr(self.fragment, "feeds", None)  # the source operators, in this process
+        for name in [op.name for op in sources] if sources else [""]:  # "": every operator
+            self.fragment.stop_execution(name)

@@ -36,6 +36,12 @@ class AccountingError(RuntimeError):
     """Frames went missing between the sources and the results: a defect, never expected."""
 
 
+def frame_latency_ms(frame: Frame, done_ns: int | None, now_ns: int) -> float:
+    """From the frame's entry into the graph to the end of its overlay (processed) or to now."""
+    end = done_ns if (done_ns is not None and frame.ok) else now_ns
+    return (end - frame.entered_ns) / 1e6
+
+
 @dataclass
 class Ledger:
     """Counts per source and per lane; latencies are milliseconds from a frame's entry into the
@@ -60,11 +66,11 @@ class Ledger:
     trips: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, frame: Frame, done_ns: int | None = None, trace=(), gpu_ms=None) -> float:
-        """Account one frame; returns its latency in milliseconds."""
-        now = time.monotonic_ns()
-        end = done_ns if (done_ns is not None and frame.ok) else now
-        latency_ms = (end - frame.entered_ns) / 1e6
+    def add(self, frame: Frame, done_ns: int | None = None, trace=(), gpu_ms=None, now_ns: int | None = None) -> float:
+        """Account one frame; returns its latency in milliseconds. now_ns: when its record was
+        written (default: now)."""
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        latency_ms = frame_latency_ms(frame, done_ns, now)
         with self._lock:
             self.frames_in += 1
             if self.first_entered is None or frame.entered_ns < self.first_entered:

@@ -11,6 +11,15 @@ or a GPU, encoding 1080p overlays takes longer than a frame period, so each sour
 written by a thread of its own (OpenCV lets go of the GIL), never by the graph's workers; one
 source on a 2-core CPU writes them in the results operator (a thread there cost 6 % of the frame
 rate: `holoburn bench --cpu`, 36.0 against 38.2 fps).
+
+A disk that fills up stops the run cleanly. Before each frame is written, the writer checks that
+its pictures still fit with HEADROOM to spare (what closing the overlays, the last results lines
+and summary.json take). When they do not, it keeps the error in `full` (the results operator then
+stops the sources) and writes no more pictures: this frame and the frames still on their way are
+recorded as dropped, OUTPUT_FULL, in their place. A results line the disk cannot take is taken
+back, and then nothing more is written. So results.jsonl ends with a whole line, every processed
+record has its picture in a closed, playable overlay, and the ledger counts exactly the records;
+`not_written` counts frames that have none.
 """
 from __future__ import annotations
 
@@ -28,11 +37,20 @@ import numpy as np
 
 from holoburn.clinical.overlay import no_signal
 from holoburn.media.video import VideoWriter
+from holoburn.processing.files import LineFile, OutputFull, disk_free, file_room
 from holoburn.processing.frame import NO_SIGNAL, Frame
-from holoburn.processing.ledger import Ledger
+from holoburn.processing.ledger import Ledger, frame_latency_ms
 from holoburn.processing.records import result_record
 
 log = logging.getLogger("holoburn.results")
+
+#: bytes kept free when the run stops for lack of room: the last results lines, summary.json
+HEADROOM = 256 << 10
+#: bytes of an overlay written but not yet on disk (FFmpeg, through OpenCV, writes 256 KiB at a time)
+OVERLAY_BUFFER = 256 << 10
+#: bytes of an MP4 index per frame written (sample size, offset, key-frame and timing entries)
+INDEX_BYTES_PER_FRAME = 32
+OUTPUT_FULL = "output_full"  # Frame.status of a frame recorded without its pictures: no room left
 
 
 def slug(text: str) -> str:
@@ -75,7 +93,9 @@ class RunRecorder:
         self.ledger = Ledger()
         self.no_signal_written = dict.fromkeys(self.sources, 0)
         self.write_errors: list[str] = []
-        self._results = open(self.out_dir / "results.jsonl", "w", buffering=1)
+        self.full: OutputFull | None = None  # no room for more pictures: frames are recorded without them
+        self.not_written = 0  # frames that reached the writer but have no record (not even a line fitted)
+        self._results = LineFile(self.out_dir / "results.jsonl")
         self._next = dict.fromkeys(self.sources, 0)
         self._pending: dict[str, dict[int, tuple]] = {sid: {} for sid in self.sources}
         self._size = {sid: s.size for sid, s in self.sources.items()}
@@ -92,17 +112,31 @@ class RunRecorder:
                 thread.start()
 
     def add(self, frame: Frame, done_ns: int | None = None, trace=(), gpu_ms=None) -> None:
-        """A frame leaves the graph (processed or dropped): account it now, write it in order."""
-        latency_ms = self.ledger.add(frame, done_ns, trace, gpu_ms)
+        """A frame leaves the graph (processed or dropped): write it in order, and account it
+        when its record is written."""
         if frame.extra.get("backend"):
             self.backend_seen = frame.extra["backend"]
         frame.overlay, frame.mask = to_host(frame.overlay), to_host(frame.mask)
         frame.logits = to_host(frame.logits)
         with self._lock:
+            if self._results is None:  # not even a results line fits
+                self.not_written += 1
+                return
             if frame.source not in self._pending:  # a source the writer was not told of: still written
                 self._pending[frame.source], self._next[frame.source] = {}, frame.index
-            self._pending[frame.source][frame.index] = (frame, latency_ms)
-            self._flush(frame.source)
+            self._pending[frame.source][frame.index] = (frame, done_ns, trace, gpu_ms)
+            self._flush_or_stop(frame.source)
+
+    def _flush_or_stop(self, source: str, everything: bool = False) -> None:
+        try:
+            self._flush(source, everything)
+        except OutputFull as exc:  # a results line did not fit: it was taken back; write nothing more
+            self.full = self.full or exc
+            self.not_written += sum(len(pending) for pending in self._pending.values())
+            for pending in self._pending.values():
+                pending.clear()
+            self._results.close()
+            self._results = None
 
     def _flush(self, source: str, everything: bool = False) -> None:
         pending = self._pending[source]
@@ -112,14 +146,28 @@ class RunRecorder:
                 if not everything:
                     return
                 index = min(pending)
-            frame, latency_ms = pending.pop(index)
-            self._next[source] = index + 1
-            record = result_record(frame, latency_ms, frame.extra.get("backend") or self.backend)
-            self._results.write(json.dumps(record) + "\n")
+            frame, done_ns, trace, gpu_ms = pending[index]
+            if self.full is None:
+                try:
+                    self._make_room(source, frame)
+                except OutputFull as exc:
+                    self.full = exc
+            if self.full is not None:
+                frame.drop(OUTPUT_FULL)
+                frame.mask = None
             picture = frame.overlay if frame.ok else self._no_signal(frame)
+            mask = frame.mask if frame.ok else None
+            now = time.monotonic_ns()
+            record = result_record(frame, frame_latency_ms(frame, done_ns, now),
+                                   frame.extra.get("backend") or self.backend)
+            self._results.write_line(json.dumps(record))
+            del pending[index]
+            self._next[source] = index + 1
+            self.ledger.add(frame, done_ns, trace, gpu_ms, now_ns=now)
+            if frame.status == NO_SIGNAL and picture is not None:
+                self.no_signal_written[source] = self.no_signal_written.get(source, 0) + 1
             if frame.ok and picture is not None:
                 self._size[source] = picture.shape[:2]
-            mask = frame.mask if frame.ok else None
             if self._pictures and picture is not None:
                 self._pictures[source].put((frame.index, picture, mask))
             elif picture is not None:
@@ -133,10 +181,40 @@ class RunRecorder:
 
     def _no_signal(self, frame: Frame):
         """A camera gap is shown, not hidden: NO SIGNAL at the source's picture size."""
-        if frame.status != NO_SIGNAL:
+        if frame.status != NO_SIGNAL or self.full is not None:
             return None
-        self.no_signal_written[frame.source] = self.no_signal_written.get(frame.source, 0) + 1
-        return no_signal(*(self._size.get(frame.source) or (480, 640)))
+        return no_signal(*self._picture_size(frame.source))
+
+    def _make_room(self, source: str, frame: Frame) -> None:
+        """OutputFull unless this frame's outputs fit, with room to spare for what closing the run
+        writes: each overlay's buffered bytes, its index and the pictures queued for it (counted
+        uncompressed: more than MPEG-4 makes of them), the last results lines, summary.json."""
+        queued = {sid: pictures.qsize() for sid, pictures in self._pictures.items()}
+        takes = {sid: OVERLAY_BUFFER + INDEX_BYTES_PER_FRAME * (writer.frames_written + queued.get(sid, 0) + 1)
+                 + queued.get(sid, 0) * self._picture_bytes(sid) for sid, writer in self.writers.items()}
+        if source in takes and (frame.ok or frame.status == NO_SIGNAL):
+            takes[source] += frame.overlay.nbytes if frame.overlay is not None else self._picture_bytes(source)
+        masks = self.mask_dirs.get(source)
+        mask = frame.mask.nbytes if frame.mask is not None and masks is not None else 0
+        overlay = self.writers.get(source)
+        for path, need in ((self._results.path, HEADROOM), (overlay and overlay.path, takes.get(source, 0)),
+                           (masks and masks / "mask.png", mask)):
+            room = file_room(path) if path is not None else None
+            if room is not None and room < need:
+                raise OutputFull(f"{path} cannot grow by the {need} bytes the next frame needs: the file-size "
+                                 "limit (ulimit -f) is reached")
+        need = HEADROOM + sum(takes.values()) + mask
+        for folder in {self.out_dir, masks} - {None}:
+            if disk_free(folder) < need:
+                raise OutputFull(f"the disk holding {folder} is full: it has less than the {need} bytes free "
+                                 "that the next frame needs")
+
+    def _picture_bytes(self, source: str) -> int:
+        height, width = self._picture_size(source)
+        return height * width * 3
+
+    def _picture_size(self, source: str) -> tuple:
+        return self._size.get(source) or (480, 640)
 
     def _save_mask(self, source: str, index: int, mask) -> None:
         folder = self.mask_dirs.get(source)
@@ -158,17 +236,24 @@ class RunRecorder:
             self.write_errors.append(f"{source} frame {index}: {exc}")
 
     def close(self) -> None:
-        """Write what is still held (frames whose predecessors never came), close every file."""
+        """Write what is still held (frames whose predecessors never came), close every file;
+        an overlay that does not read back whole is a write error."""
         with self._lock:
             for source in self._pending:
-                self._flush(source, everything=True)
-        self._results.close()
+                if self._results is not None:
+                    self._flush_or_stop(source, everything=True)
+            if self._results is not None:
+                self._results.close()
         for pictures in self._pictures.values():
             pictures.put(None)
         for thread in self._threads:
             thread.join()
-        for writer in self.writers.values():
+        for source, writer in self.writers.items():
             writer.close()
+            readable = writer.readable_frames()
+            if readable != writer.frames_written:
+                self.write_errors.append(f"{source}: {writer.path.name} reads back {readable} of the "
+                                         f"{writer.frames_written} frames written to it")
         self.ledger.finished = time.monotonic()
 
     def overlay_frames(self, source: str) -> int:

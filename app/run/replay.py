@@ -35,9 +35,9 @@ from holoburn.clinical.triage import Lane, LaneRouter, TriagePolicy
 from holoburn.engines.backend import cuda_available, open_backend
 from holoburn.engines.card import load_card
 from holoburn.engines.precision import PrecisionModelMissing
-from holoburn.processing.files import write_json
+from holoburn.processing.files import OutputFull, write_json
 from holoburn.processing.ledger import Ledger
-from holoburn.processing.recorder import RunRecorder, SourceOutput
+from holoburn.processing.recorder import OUTPUT_FULL, RunRecorder, SourceOutput
 from holoburn.processing.runtime import SourceFacts
 
 log = logging.getLogger("holoburn")
@@ -217,6 +217,13 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
     summary = write_summary(run, app, Path(out_dir), started, stopped_by=signals[0] if signals else None)
     if signals:
         raise Interrupted(signals[0], Path(out_dir))
+    if recorder.full is not None:
+        lost = summary["output_full"]
+        raise OutputFull(f"the run stopped: no room left to write in {out_dir} ({recorder.full}). "
+                         f"results.jsonl, the overlay video and summary.json are whole: {summary['processed']} "
+                         f"frames processed with their pictures, {lost['frames_without_pictures']} recorded "
+                         f"without them (status {OUTPUT_FULL}), {lost['frames_not_written']} not written. "
+                         "Free space (or raise the file-size limit) or give another --out, and run again")
     return summary
 
 
@@ -275,7 +282,8 @@ def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: i
         "dicom_exported_frames": sum(e.written for e in run.exporters) if run.exporters else None,
         "dicom_export_failures": [f for e in run.exporters for f in e.failed] if run.exporters else None,
         "write_errors": recorder.write_errors,
-        "stopped": "interrupted" if stopped_by else "end_of_sources",
+        "stopped": "interrupted" if stopped_by else "output_full" if recorder.full else "end_of_sources",
+        "output_full": _output_full(recorder, app) if recorder.full else None,
         "stop_signal": signal.Signals(stopped_by).name if stopped_by else None,
         "outputs": {"results": "results.jsonl", "summary": "summary.json",
                     "overlays": list(recorder.overlay_names.values()),
@@ -293,11 +301,22 @@ def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: i
         summary["outputs"]["source_map"] = write_source_map(out_dir, plan.sources, run.specs)
     write_json(out_dir / "summary.json", summary)
     failed = {sid: per["dropped"] for sid, per in per_source.items()
-              if per["frames_in"] and not per["processed"] and not stopped_by}
+              if per["frames_in"] and not per["processed"] and not stopped_by and not recorder.full}
     if failed:  # written and accounted for, but not a success
         raise SourceFailed("; ".join(f"source {sid}: none of its frames could be processed ({', '.join(reasons)})"
                                      for sid, reasons in failed.items()) + f"; see {out_dir / 'results.jsonl'}")
     return summary
+
+
+def _output_full(recorder: RunRecorder, app) -> dict:
+    """What a run stopped by a full disk did not write: frames the sources emitted that have no
+    record (held by the writer, or still in the graph when it stopped)."""
+    if app.feeds and all(hasattr(feed, "emitted") for feed in app.feeds):
+        not_written = sum(feed.emitted for feed in app.feeds) - recorder.ledger.frames_in
+    else:  # the sources run in another process, or a Holoscan recording's replayer counts nothing
+        not_written = recorder.not_written
+    return {"error": str(recorder.full), "frames_without_pictures": recorder.ledger.dropped.get(OUTPUT_FULL, 0),
+            "frames_not_written": not_written}
 
 
 class SourceFailed(HoloburnError):
