@@ -53,6 +53,8 @@ SUBCOMMANDS = {
     "bench": ("app.benchmarks.cpu", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
     "synth": ("app.synthesis.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.training.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
+    "trust": ("app.training.trust", "add_trust_arguments", "run_trust_command",
+              "calibrate the out-of-domain threshold; check real photos and unseen scene families"),
 }
 GRAPH_COMMANDS = {"demo", "run", "bench", "validate", "convert"}
 

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
+from holoburn.app.synthesis import variation
 from holoburn.clinical.depth import (
     BACKGROUND,
     CLASS_NAMES,
@@ -40,7 +41,10 @@ from holoburn.clinical.depth import (
 )
 
 #: bump when the pictures for a given seed change; recorded in manifests and model cards
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "2.0.0"
+
+#: scene families (see variation.py); "clinic" draws exactly what generator 1.0.0 drew
+FAMILIES = ("clinic", "varied", "no_skin", "contact")
 
 DEFAULT_SIZE = (640, 480)  # (width, height)
 DEFAULT_FRAMES_PER_SCENE = 15
@@ -155,7 +159,21 @@ def _jitter_colour(rng, colour, amount: float):
 # ----------------------------------------------------------------------------- background
 
 
-def _draw_background(rng, height: int, width: int):
+def _draw_background(rng, height: int, width: int, family: str = "clinic"):
+    draw = rng.random() if family != "clinic" else 1.0
+    if draw < 0.45:
+        image = variation.photo_background(rng, height, width)
+    elif draw < 0.65:
+        image = variation.texture_background(rng, height, width, _smooth_noise)
+    else:
+        image = _clinical_background(rng, height, width)
+    _add_clinical_objects(rng, image)
+    if family != "clinic":
+        variation.add_distractors(rng, image, _smooth_noise, int(rng.integers(0, 5)))
+    return image
+
+
+def _clinical_background(rng, height: int, width: int):
     kind = str(rng.choice(list(_BACKGROUND_PALETTES)))
     palette = _BACKGROUND_PALETTES[kind]
     base = _jitter_colour(rng, palette[rng.integers(len(palette))], 0.12)
@@ -183,9 +201,14 @@ def _draw_background(rng, height: int, width: int):
     else:  # wall: paint texture and a soft light fall-off
         shade += 0.025 * _smooth_noise(rng, height, width, long_side / 8, octaves=2)
     image *= shade[..., None]
+    return image
 
-    # a few clinical objects lying on the background (gauze, gloves, tubing, towels), some reddish,
-    # so that "red" alone is not "burn" and "white" alone is not "full thickness"
+
+def _add_clinical_objects(rng, image):
+    """A few clinical objects lying on the background (gauze, gloves, tubing, towels), some reddish,
+    so that "red" alone is not "burn" and "white" alone is not "full thickness"."""
+    height, width = image.shape[:2]
+    long_side = float(max(height, width))
     for _ in range(rng.integers(0, 4)):
         kind_obj = rng.integers(4)
         mask = np.zeros((height, width), np.uint8)
@@ -294,8 +317,11 @@ def _draw_body_part(rng, kind: str, height: int, width: int):
 # ----------------------------------------------------------------------------- wounds
 
 
-def _wound_zones(rng, skin, dist, height, width, scale):
-    """One wound: (y0, x0, labels of the wound box (0 = none, else depth class)) or None."""
+def _wound_zones(rng, skin, dist, height, width, scale, outline: str = "blob"):
+    """One wound: (y0, x0, labels of the wound box (0 = none, else depth class)) or None.
+
+    outline: blob (an irregular patch), streak (a scald) or contact (a sharp geometric shape).
+    """
     candidates = np.flatnonzero(dist > 0.04 * scale)
     if candidates.size == 0:
         return None
@@ -309,20 +335,28 @@ def _wound_zones(rng, skin, dist, height, width, scale):
         depths.pop(int(rng.integers(1, len(depths) - 1)))
     radius = rng.uniform(0.1, 0.32) * scale * (1.25 if deepest == SUPERFICIAL else 1.0)
     aspect = rng.uniform(0.5, 1.0)
-    half = int(radius * 1.9) + 4  # the distorted outline stays inside 1.8 radii (factors clipped below)
+    # the distorted blob stays inside 1.8 radii (factors clipped below); streaks reach 2.1
+    half = int(radius * (1.9 if outline == "blob" else 2.2)) + 4
     y0, y1 = max(0, cy - half), min(height, cy + half)
     x0, x1 = max(0, cx - half), min(width, cx + half)
     bh, bw = y1 - y0, x1 - x0
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    theta = rng.uniform(0, math.pi)
-    u = ((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / radius
-    v = (-(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)) / (radius * aspect)
-    shape = np.sqrt(u * u + v * v)
-    # irregular edge: low-frequency distortion plus a ragged finer edge
-    stretch = np.clip(1.0 + 0.28 * _smooth_noise(rng, bh, bw, 3, octaves=2), 0.7, 1.6)
-    ragged = 0.07 * np.clip(_smooth_noise(rng, bh, bw, 10, octaves=2), -3, 3)
-    shape = shape * stretch + ragged
-    zone_field = shape + 0.12 * _smooth_noise(rng, bh, bw, 5, octaves=2)
+    if outline == "blob":
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        theta = rng.uniform(0, math.pi)
+        u = ((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / radius
+        v = (-(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)) / (radius * aspect)
+        shape = np.sqrt(u * u + v * v)
+        # irregular edge: low-frequency distortion plus a ragged finer edge
+        stretch = np.clip(1.0 + 0.28 * _smooth_noise(rng, bh, bw, 3, octaves=2), 0.7, 1.6)
+        ragged = 0.07 * np.clip(_smooth_noise(rng, bh, bw, 10, octaves=2), -3, 3)
+        shape = shape * stretch + ragged
+        zone_field = shape + 0.12 * _smooth_noise(rng, bh, bw, 5, octaves=2)
+    else:
+        draw = variation.streak_outline if outline == "streak" else variation.contact_outline
+        whole = variation.outline_field(draw(rng, 2 * half, 2 * half, radius), radius)
+        shape = whole[y0 - (cy - half) : y1 - (cy - half), x0 - (cx - half) : x1 - (cx - half)]
+        roughness = 0.12 if outline == "streak" else 0.04  # a contact burn keeps the object's sharp edge
+        zone_field = shape + roughness * _smooth_noise(rng, bh, bw, 5, octaves=2)
     labels = np.zeros((bh, bw), np.uint8)
     inside = (shape < 1.0) & (skin[y0:y1, x0:x1] > 0)
     # deeper centre, shallower rim: split 0..1 of the zone field into bands with random widths
@@ -444,18 +478,24 @@ class _Scene:
     flicker: float
 
 
-def _draw_scene(rng, width: int, height: int) -> _Scene:
+def _draw_scene(rng, width: int, height: int, family: str = "clinic") -> _Scene:
     margin = int(round(0.08 * max(width, height)))
     ch, cw = height + 2 * margin, width + 2 * margin
     scale = float(min(height, width))  # sizes relative to the frame the viewer sees
-    image = _draw_background(rng, ch, cw)
+    image = _draw_background(rng, ch, cw, family)
     labels = np.zeros((ch, cw), np.uint8)
+    clinic = family == "clinic"
 
     # one person per scene: one skin type, slight variation between parts
-    skin_type = int(rng.integers(len(FITZPATRICK_RGB)))
-    tone = _jitter_colour(rng, FITZPATRICK_RGB[skin_type], 0.08)
+    if clinic:
+        skin_type = int(rng.integers(len(FITZPATRICK_RGB)))
+        tone = _jitter_colour(rng, FITZPATRICK_RGB[skin_type], 0.08)
+    else:
+        tone = variation.skin_tone(rng, FITZPATRICK_RGB)
     main = str(rng.choice(["arm", "leg", "trunk", "hand", "face"], p=[0.25, 0.2, 0.25, 0.15, 0.15]))
     kinds = [main] + [str(rng.choice(["arm", "hand", "leg"])) for _ in range(rng.integers(0, 2))]
+    if family == "no_skin":
+        kinds = []
     light = np.array([math.cos(a := rng.uniform(0, 2 * math.pi)), math.sin(a)], np.float32)
     for kind in kinds:
         part, hair = _draw_body_part(rng, kind, ch, cw)
@@ -480,6 +520,8 @@ def _draw_scene(rng, width: int, height: int) -> _Scene:
         alpha = cv2.GaussianBlur(part.astype(np.float32), (0, 0), 0.8)
         _blend_into(image, skin, alpha)
         labels[part > 0] = HEALTHY_SKIN
+        if not clinic and rng.random() < 0.35:
+            variation.add_body_hair(rng, image, part)
         if hair is not None:
             hair_colour = _jitter_colour(rng, [(0.12, 0.09, 0.07), (0.35, 0.22, 0.12), (0.65, 0.55, 0.35)][rng.integers(3)], 0.1)
             strands = 1.0 + 0.25 * _smooth_noise(rng, h, w, max(h, w) / 3, octaves=1)
@@ -489,11 +531,15 @@ def _draw_scene(rng, width: int, height: int) -> _Scene:
     skin_any = (labels == HEALTHY_SKIN).astype(np.uint8)  # wounds lie on skin only
 
     # wounds: most scenes have one to three; some have none so healthy skin is seen whole
-    n_wounds = 0 if rng.random() < 0.06 else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
+    n_wounds = 0 if rng.random() < (0.06 if clinic else 0.12) else int(rng.choice([1, 2, 3, 4], p=[0.35, 0.35, 0.2, 0.1]))
     dist = cv2.distanceTransform(skin_any, cv2.DIST_L2, 5)
     burn_labels = np.zeros_like(labels)
     for _ in range(n_wounds):
-        wound = _wound_zones(rng, skin_any, dist, ch, cw, scale)
+        if family == "varied":
+            outline = "streak" if rng.random() < 0.35 else "blob"
+        else:
+            outline = "contact" if family == "contact" else "blob"
+        wound = _wound_zones(rng, skin_any, dist, ch, cw, scale, outline)
         if wound is None:
             break
         y0, x0, zones = wound
@@ -523,6 +569,8 @@ def _draw_scene(rng, width: int, height: int) -> _Scene:
             if not m.any():
                 continue
             layer = paint(m) * body_light[..., None] ** 0.6
+            if not clinic:  # the same depth looks a little different from wound to wound
+                layer = layer * rng.uniform(0.9, 1.1, 3).astype(np.float32)
             alpha = cv2.GaussianBlur(m, (0, 0), 0.9) * (zone > 0)
             painted = _blend(painted, layer, alpha)
         image[y0:y1, x0:x1] = painted
@@ -538,6 +586,8 @@ def _draw_scene(rng, width: int, height: int) -> _Scene:
     tint = np.array((1.0 + warmth, 1.0, 1.0 - warmth), np.float32)
     image = image * gain[..., None] * tint
     np.clip(image, 0.0, 1.0, out=image)
+    if not clinic:
+        image = variation.apply_look(image, variation.camera_look(rng))
 
     return _Scene(
         image=image.astype(np.float32),
@@ -546,10 +596,10 @@ def _draw_scene(rng, width: int, height: int) -> _Scene:
         shift=rng.uniform(-10, 10, 2).astype(np.float32),
         velocity=rng.uniform(-1.2, 1.2, 2).astype(np.float32),
         rotation=(float(rng.uniform(-2, 2)), float(rng.uniform(-0.15, 0.15))),
-        zoom=(float(rng.uniform(1.0, 1.05)), float(rng.uniform(0.0, 0.003))),
-        blur_sigma=float(rng.choice([0.0, rng.uniform(0.3, 1.3)], p=[0.3, 0.7])),
+        zoom=(float(rng.uniform(1.0, 1.05) if clinic else rng.uniform(0.8, 1.35)), float(rng.uniform(0.0, 0.003))),
+        blur_sigma=float(rng.choice([0.0, rng.uniform(0.3, 1.3 if clinic else 2.2)], p=[0.3, 0.7])),
         motion_blur=float(rng.uniform(0.0, 0.3)),
-        noise_sigma=float(rng.uniform(0.004, 0.025)),
+        noise_sigma=float(rng.uniform(0.004, 0.025 if clinic else 0.045)),
         noise_bank=rng.standard_normal((height + 32, width + 32, 3), dtype=np.float32),
         flicker=float(rng.uniform(0.0, 0.03)),
     )
@@ -591,7 +641,13 @@ def _render_frame(scene: _Scene, index: int, width: int, height: int, rng):
     return np.ascontiguousarray(frame_u8), mask
 
 
-def scene_frames(seed: int, scene_index: int, count: int, size=DEFAULT_SIZE):
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    return family
+
+
+def scene_frames(seed: int, scene_index: int, count: int, size=DEFAULT_SIZE, family: str = "clinic"):
     """The first `count` frames of scene `scene_index` of `seed`: list of (frame_rgb, mask).
 
     Each scene is independent of the others (its own SeedSequence), so callers may draw scenes
@@ -599,12 +655,12 @@ def scene_frames(seed: int, scene_index: int, count: int, size=DEFAULT_SIZE):
     """
     width, height = (int(v) for v in size)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(scene_index),)))
-    scene = _draw_scene(rng, width, height)
+    scene = _draw_scene(rng, width, height, _check_family(family))
     return [_render_frame(scene, i, width, height, rng) for i in range(count)]
 
 
 def iter_frames(
-    frames: int, seed: int, size=DEFAULT_SIZE, frames_per_scene: int = DEFAULT_FRAMES_PER_SCENE
+    frames: int, seed: int, size=DEFAULT_SIZE, frames_per_scene: int = DEFAULT_FRAMES_PER_SCENE, family: str = "clinic"
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield `frames` pairs (frame_rgb (H, W, 3) uint8, mask (H, W) uint8 of class indices).
 
@@ -612,16 +668,16 @@ def iter_frames(
     Arguments are checked at the call (ValueError), not at the first frame.
     """
     width, height = _check_args(frames, seed, size, frames_per_scene)
-    return _frames(frames, seed, width, height, frames_per_scene)
+    return _frames(frames, seed, width, height, frames_per_scene, _check_family(family))
 
 
-def _frames(frames: int, seed: int, width: int, height: int, frames_per_scene: int):
+def _frames(frames: int, seed: int, width: int, height: int, frames_per_scene: int, family: str):
     done = 0
     scene_index = 0
     while done < frames:
         count = min(frames_per_scene, frames - done)
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(scene_index,)))
-        scene = _draw_scene(rng, width, height)
+        scene = _draw_scene(rng, width, height, family)
         for i in range(count):
             yield _render_frame(scene, i, width, height, rng)
         done += count
@@ -644,6 +700,7 @@ def generate(
     fps: float = 30,
     png: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    family: str = "clinic",
 ) -> dict:
     """Write a synthetic recording with ground truth to `out_dir` and return its manifest.
 
@@ -655,6 +712,7 @@ def generate(
     video's hash only as information, while masks and PNG frames carry the reproducible hashes.
     """
     width, height = _check_args(frames, seed, size, frames_per_scene, even=True)
+    _check_family(family)
     if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
         raise ValueError(f"fps must be a number in (0, 1000], got {fps!r}")
     out = Path(out_dir)
@@ -669,7 +727,7 @@ def generate(
     mask_hashes: dict[str, str] = {}
     frame_hashes: dict[str, str] = {}
     try:
-        for i, (frame, mask) in enumerate(iter_frames(frames, seed, (width, height), frames_per_scene)):
+        for i, (frame, mask) in enumerate(iter_frames(frames, seed, (width, height), frames_per_scene, family)):
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             name = f"{i:06d}.png"
             ok, encoded = cv2.imencode(".png", mask)
@@ -691,6 +749,7 @@ def generate(
     manifest = {
         "generator": "holoburn synth",
         "generator_version": GENERATOR_VERSION,
+        "family": family,
         "seed": int(seed),
         "size": [width, height],
         "fps": fps,
@@ -726,6 +785,10 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("--fps", type=float, default=30.0, help="video frame rate (default 30)")
     parser.add_argument("--png", action="store_true", help="also write every frame as a lossless PNG")
+    parser.add_argument(
+        "--family", choices=FAMILIES, default="clinic",
+        help="scene family: clinic (default), varied (training), no_skin, contact (held out of training)",
+    )
     return parser
 
 
@@ -743,6 +806,7 @@ def run_synth(args: argparse.Namespace) -> dict:
         fps=args.fps,
         png=args.png,
         progress=report,
+        family=args.family,
     )
     print(f"synth: wrote {manifest['frames']} frames to {os.path.abspath(args.out)}")
     return manifest

@@ -27,7 +27,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from holoburn.app.synthesis import synth
+from holoburn.app.synthesis import photos, synth
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
 from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
 from holoburn.processing.preprocess import prepare_input, restore_mask
@@ -43,6 +43,10 @@ IGNORE = 255  # label of letterbox padding: left out of loss and metrics
 INPUT_NAME = "frames"
 OUTPUT_NAME = "logits"
 OPSET = 17
+#: share of training scenes per scene family (synth.FAMILIES); "contact" never trains: it is held out
+TRAINING_MIX = {"clinic": 0.15, "varied": 0.70, "no_skin": 0.15}
+#: held-out families scored after training, frames each (the first is the card's headline held-out set)
+HELDOUT_FAMILIES = {"varied": 1.0, "contact": 1 / 3, "clinic": 1 / 3}
 
 
 # ----------------------------------------------------------------------------- model
@@ -95,6 +99,13 @@ def _mp4_round_trip(frames: list[np.ndarray], fps: float = 30.0) -> list[np.ndar
     return decoded
 
 
+def scene_family(seed: int, scene_index: int) -> str:
+    """The family of training scene `scene_index` (drawn from TRAINING_MIX, its own random stream)."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(scene_index), 11)))
+    names = list(TRAINING_MIX)
+    return names[int(rng.choice(len(names), p=[TRAINING_MIX[n] for n in names]))]
+
+
 def _training_chunk(job):
     """One scene's training samples: (images (n, 3, S, S) uint8, labels (n, S, S) uint8).
 
@@ -104,7 +115,7 @@ def _training_chunk(job):
     """
     seed, scene_index, count, size, input_size = job
     cv2.setNumThreads(1)
-    pairs = synth.scene_frames(seed, scene_index, count, size)
+    pairs = synth.scene_frames(seed, scene_index, count, size, scene_family(seed, scene_index))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(scene_index), 7)))
     frames = [f for f, _ in pairs]
     masks = [m for _, m in pairs]
@@ -453,10 +464,15 @@ def train(
     weights = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
     weights = np.clip(weights / weights.mean(), 0.3, 3.0)
 
-    with tempfile.TemporaryDirectory(prefix="holoburn_heldout_") as tmp:
-        synth.generate(tmp, heldout_frames, heldout_seed, size, synth.DEFAULT_FRAMES_PER_SCENE)
-        held_frames, held_masks = read_heldout(tmp)
-    say(f"held-out: {len(held_frames)} frames from seed {heldout_seed} through mp4 encode/decode")
+    held_out = {}
+    for family, share in HELDOUT_FAMILIES.items():
+        count = max(synth.DEFAULT_FRAMES_PER_SCENE, int(heldout_frames * share))
+        with tempfile.TemporaryDirectory(prefix="holoburn_heldout_") as tmp:
+            synth.generate(tmp, count, heldout_seed, size, synth.DEFAULT_FRAMES_PER_SCENE, family=family)
+            held_out[family] = read_heldout(tmp)
+    held_frames, held_masks = held_out["varied"]
+    say("held-out, seed " + str(heldout_seed) + " through mp4 encode/decode: "
+        + ", ".join(f"{family} {len(pair[0])} frames" for family, pair in held_out.items()))
 
     images_t = torch.from_numpy(images).to(dev)
     labels_t = torch.from_numpy(labels).to(dev)
@@ -539,12 +555,14 @@ def train(
                 say(f"time limit {max_train_minutes} min: training {epochs_planned} epochs instead of {epochs}")
     train_seconds = time.perf_counter() - train_started
 
-    heldout = evaluate(predict, held_frames, held_masks, input_size)
-    say(
-        f"held-out ({len(held_frames)} frames, seed {heldout_seed}): any-burn Dice {heldout['any_burn_dice']:.4f}, "
-        f"mean depth Dice {heldout['mean_depth_dice']:.4f}, per class "
-        + ", ".join(f"{k} {v:.3f}" for k, v in heldout["dice"].items() if v is not None)
-    )
+    scores = {family: evaluate(predict, *pair, input_size) for family, pair in held_out.items()}
+    heldout = scores["varied"]
+    for family, score in scores.items():
+        say(
+            f"held-out {family} ({len(held_out[family][0])} frames, seed {heldout_seed}): any-burn Dice "
+            f"{score['any_burn_dice']:.4f}, mean depth Dice {score['mean_depth_dice']:.4f}, per class "
+            + ", ".join(f"{k} {v:.3f}" for k, v in score["dice"].items() if v is not None)
+        )
 
     model = model.to("cpu").float().to(memory_format=torch.contiguous_format)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -581,7 +599,8 @@ def train(
         "colours_rgb": CLASS_COLOURS_RGB.tolist(),
         "normalisation": {"mean": list(MEAN_RGB), "std": list(STD_RGB), "units": "0..255"},
         "training": {
-            "data": "holoburn synth",
+            "data": "holoburn synth, scene families " + ", ".join(f"{k} {v:.0%}" for k, v in TRAINING_MIX.items()),
+            "photographs": {name: "/".join(where) for name, where in photos.TRAINING_PHOTOS.items()},
             "generator_version": synth.GENERATOR_VERSION,
             "seed": seed,
             "frames": frames,
@@ -594,20 +613,30 @@ def train(
             "lr": lr,
             "optimizer": "AdamW (weight decay 1e-4), 5% warm-up then cosine decay",
             "loss": "class-weighted cross-entropy + 0.5 soft Dice; letterbox padding ignored",
-            "augmentation": "mp4/JPEG round trips, aspect crops, flips, quarter turns, zoom/rotate/shift, colour jitter, noise",
+            "augmentation": "scene families (photograph backgrounds, distractors, Fitzpatrick I-VI tones, white balance, exposure, gamma, blur, noise), mp4/JPEG round trips, aspect crops, flips, quarter turns, zoom/rotate/shift, colour jitter, noise",
             "device": str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else ""),
             "torch_version": str(torch.__version__),
             "train_seconds": round(train_seconds, 1),
             "command": command or "",
         },
         "heldout": {
-            "data": "holoburn synth, written to mp4 ('mp4v') and decoded with OpenCV; Dice at frame resolution",
+            "data": "holoburn synth family varied, written to mp4 ('mp4v') and decoded with OpenCV; Dice at frame resolution",
             "seed": heldout_seed,
             "frames": len(held_frames),
             "frames_per_scene": synth.DEFAULT_FRAMES_PER_SCENE,
             "any_burn_dice": round(heldout["any_burn_dice"], 4),
             "dice": {k: (None if v is None else round(v, 4)) for k, v in heldout["dice"].items()},
             "mean_depth_dice": None if heldout["mean_depth_dice"] is None else round(heldout["mean_depth_dice"], 4),
+            "families": {
+                family: {
+                    "frames": len(held_out[family][0]),
+                    "any_burn_dice": round(score["any_burn_dice"], 4),
+                    "mean_depth_dice": None if score["mean_depth_dice"] is None else round(score["mean_depth_dice"], 4),
+                }
+                for family, score in scores.items()
+            },
+            "held_out_of_training": "family contact (contact-burn outlines) and photographs "
+            + ", ".join(photos.HELD_OUT_PHOTOS),
         },
         "export": {"opset": OPSET, "onnxruntime_vs_torch_max_abs_diff": check["max_abs_diff_vs_torch"]},
         "sensitive_layers": [check["first_conv"], check["last_conv"]],
@@ -620,7 +649,7 @@ def train(
     import yaml
 
     (out / f"{model_id}.yaml").write_text(yaml.safe_dump(card, sort_keys=False, width=100, default_flow_style=None))
-    (out / f"{model_id}_metrics.json").write_text(json.dumps({"heldout": heldout, "export": check}, indent=1) + "\n")
+    (out / f"{model_id}_metrics.json").write_text(json.dumps({"heldout": scores, "export": check}, indent=1) + "\n")
     say(f"card written: {out / (model_id + '.yaml')}")
     log_file.close()
     return card
