@@ -13,10 +13,11 @@ for run in ${RUNS:-1 2 3}; do
     tree=$([ $side = before ] && echo lab_before || echo .)
     [ -d "$tree" ] || continue
     python3 -m pip install -q --no-deps --no-build-isolation -e "$tree" >/dev/null 2>&1
-    (cd /tmp && timeout 150 python3 -m holoburn.app bench --lanes "${args[@]}" --out "$out" --name "${side}_$run.json") \
+    extra=(); [ $side = after ] && extra=(${AFTER_ARGS:-})  # e.g. AFTER_ARGS="--variants ,_noassess"
+    (cd /tmp && timeout 150 python3 -m holoburn.app bench --lanes "${args[@]}" "${extra[@]}" --out "$out" --name "${side}_$run.json") \
       > "$out/${side}_$run.log" 2>&1
     echo "$side $run rc $?"
   done
 done
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt"
-for f in "$out"/*_[123].log; do echo "== $(basename "$f")"; grep -E "source->overlay|emergency idle|emergency loaded|routine fps|errors" "$f" | tail -6; done
+[ "${GPU_TESTS:-1}" = 0 ] || timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt"
+for f in "$out"/*_[123].log; do echo "== $(basename "$f")"; grep -E "source->overlay|emergency idle|emergency loaded|routine fps|errors|   (idle|lanes)" "$f" | tail -12; done

@@ -826,7 +826,7 @@ class GpuLaneRuntime(LaneRuntime):
             # taken now, in the stage that ran it
             confidence = self.confidence[batch.slot]
             confidence[:n].fill(0)
-            kernel = self.kernels.get(f"confidence_{logits.dtype.name}")  # float32, float16
+            kernel = self.kernels.get(f"confidence_{logits.dtype.name}") if self.limits.picture_checks else None
             for g, row, members in batch.groups if kernel is not None else ():  # else: not measured
                 box = g.box
                 blocks_x = max(1, min(64, -(-(box.height * box.width) // (256 * 16))))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from holoburn.clinical.assessability import AssessLimits
+
 
 def _cuda() -> bool:
     try:
@@ -123,6 +125,22 @@ def test_fused_kernels_match_the_reference_functions(tiny_card):
         assert findings["skin_confidence"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.xfail(strict=True, reason="GPU lanes count burn the model is unsure of as burn; the CPU marks it uncertain")
+def test_gpu_lanes_mark_uncertain_burn_like_the_cpu(tiny_card):
+    from holoburn.engines.backend import open_backend
+    from holoburn.engines.card import load_card
+    from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime
+
+    card = load_card(tiny_card)
+    gpu = GpuLaneRuntime(policy(pool_mb=512), card=card, backend=ColourBackend(), frame_sizes=((64, 64),), slots=2)
+    cpu = CpuLaneRuntime(policy(), card=card, backend=open_backend(card, "onnxruntime", "fp32", device="cpu"),
+                         render=False)
+    gpu.bind(None, "test stream")
+    for seed in range(4):
+        frame = blocks(64, 64, 8, seed)
+        assert run_batch(gpu, [frame]).frames[0].findings["pixels"] == run_batch(cpu, [frame]).frames[0].findings["pixels"]
+
+
 def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
     import cupy as cp
 
@@ -133,8 +151,9 @@ def test_gpu_and_cpu_paths_give_the_same_masks(tiny_card):
     card = load_card(tiny_card)
     gpu = GpuLaneRuntime(policy(pool_mb=512), card=card, backend=ColourBackend(),
                          frame_sizes=((64, 64), (1080, 1920)), slots=2)
+    # the GPU lanes do not mark uncertain burn yet (see the xfail test below): compare without it
     cpu = CpuLaneRuntime(policy(), card=card, backend=open_backend(card, "onnxruntime", "fp32", device="cpu"),
-                         render=False)
+                         render=False, limits=AssessLimits(min_pixel_confidence=0.0, min_region_px=0))
     gpu.bind(None, "test stream")
     # frames at the model's own size: no resampling anywhere, so the paths must agree exactly
     for seed in range(4):
@@ -162,7 +181,7 @@ def burn_unet_card(tmp_path):
     from holoburn.engines.card import DEFAULT_CARD, load_card
     from holoburn.engines.unet import build_model
 
-    if DEFAULT_CARD.is_file() and (DEFAULT_CARD.parent / "burn_unet_v1.pt").is_file():
+    if DEFAULT_CARD.is_file() and (DEFAULT_CARD.parent / "burn_unet_v2.pt").is_file():
         return load_card(DEFAULT_CARD)
     torch.manual_seed(0)
     torch.save(build_model(6).state_dict(), tmp_path / "m.pt")

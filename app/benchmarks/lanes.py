@@ -24,12 +24,13 @@ sink waits on the batch's CUDA event), per frame, after a warm-up; percentiles o
 Allocations after warm-up: every CuPy request through each lane's memory (LaneMemory) plus the
 torch caching allocator's allocation and cudaMalloc counts, over the lanes and single steps.
 
-The model is the shipped burn_unet_v1 when present, otherwise a BurnUNet of the same architecture
+The model is the shipped burn_unet_v2 when present, otherwise a BurnUNet of the same architecture
 with random weights (timing does not depend on the weights; masks then mean nothing clinically).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -292,7 +293,7 @@ def main(argv=None):
     p.add_argument("--device", choices=("cuda", "cpu"), required=True)
     p.add_argument("--out", default="bench/results")
     p.add_argument("--name", default=None, help="results file name (default gpu_lanes_<device>.json)")
-    p.add_argument("--model", default=None, help="model card (default: shipped burn_unet_v1, else random weights)")
+    p.add_argument("--model", default=None, help="model card (default: shipped burn_unet_v2, else random weights)")
     p.add_argument("--input-size", type=int, default=None, help="random model's input side (default 512 GPU, 256 CPU)")
     p.add_argument("--frame", default=None, help="WxH of the cameras (default 1920x1080 GPU, 640x360 CPU)")
     p.add_argument("--precision", default="fp16")
@@ -410,7 +411,9 @@ def main(argv=None):
                 "_fused_all": {"gpu": {"fuse_stages": ["EMERGENCY", "ROUTINE"]}},
                 "_fused_gil01": {"gpu": {"fuse_stages": ["EMERGENCY"]}, "scheduler": {"gil_switch_interval_ms": 0.1}},
                 "_nofreeze": {"scheduler": {"gc": "default"}},
-                "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}}}
+                "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}},
+                # what the assessability checks cost: the picture checks and the out-of-domain kernel off
+                "_noassess": {"assess": {"picture_checks": False}}}
 
     def config_for(variant):
         out = copy.deepcopy(cfg)
@@ -420,6 +423,9 @@ def main(argv=None):
 
     def plan(sources, mode, variant="", **kw):
         config = config_for(variant)
+        checks = (config.get("assess") or {}).get("picture_checks", True)
+        for rt in runtimes.values():
+            rt.limits = dataclasses.replace(rt.limits, picture_checks=checks)
         config["holoviz_size"] = (height, width)
         return GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
                          device=args.device, mode=mode, config=config, priorities=priorities, **kw)
