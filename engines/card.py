@@ -19,7 +19,7 @@ import yaml
 
 from holoburn.clinical.errors import BadInput
 
-DEFAULT_CARD = Path(__file__).parent / "models" / "burn_unet_v1.yaml"
+DEFAULT_CARD = Path(__file__).parent / "models" / "burn_unet_v2.yaml"
 REQUIRED_KEYS = ("model_id", "onnx", "input", "output", "classes", "normalisation", "intended_use")
 
 

@@ -194,7 +194,7 @@ def add_engine_arguments(target) -> argparse.ArgumentParser:
         return p
 
     b = common(commands.add_parser("build", help="convert, gate and build an engine into the cache"))
-    b.add_argument("--model", default=None, help="model card YAML (default: the shipped burn_unet_v1)")
+    b.add_argument("--model", default=None, help="model card YAML (default: the shipped burn_unet_v2)")
     b.add_argument("--backend", default="auto", choices=BUILD_BACKENDS, help="default auto: tensorrt on a GPU, else tensorrt-rtx, else onnxruntime")
     b.add_argument("--precision", default="fp32", choices=PRECISIONS)
     b.add_argument("--calib", default=None, help="INT8 calibration frames: a folder of PNG/JPEG, a video, or a `holoburn synth` folder")

@@ -1,7 +1,7 @@
 """BurnUNet, the architecture of the shipped model, for the torch backend (and for training).
 
 It lives in engines/ because the torch backend must rebuild the network to load the state dict
-(`burn_unet_v1.pt`), and engines/ sits below app/: app/training/train.py should import `build_model` from
+(`burn_unet_v2.pt`), and engines/ sits below app/: app/training/train.py should import `build_model` from
 here rather than define its own copy. PyTorch is imported inside `build_model`, so this module
 imports without it.
 

@@ -38,7 +38,7 @@ def test_demo_replays_the_bundled_sample(tmp_path):
     result = holoburn("demo", "--out", tmp_path / "demo")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["frames_in"] == summary["processed"] == 90 and summary["model_id"] == "burn_unet_v1"
+    assert summary["frames_in"] == summary["processed"] == 90 and summary["model_id"] == "burn_unet_v2"
     assert summary["backend"] == "onnxruntime"
     assert "frames in" in result.stdout and "decision support" in result.stdout
     assert "frames:" in result.stderr  # progress shown

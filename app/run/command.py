@@ -23,7 +23,7 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     p.add_argument("--config", help="YAML file merged over the defaults (or a bundled preset name)")
     p.add_argument("--backend", help="auto | onnxruntime | torch | tensorrt | tensorrt-rtx")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--model", help="model card YAML (default: the shipped burn_unet_v1)")
+    p.add_argument("--model", help="model card YAML (default: the shipped burn_unet_v2)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--save-masks", metavar="DIR", help="also write each predicted mask as an 8-bit PNG")
     p.add_argument("--record-gxf", metavar="DIR/BASENAME", help="also record the input frames as a Holoscan recording")

@@ -34,7 +34,7 @@ from holoburn.processing.preprocess import prepare_input, restore_mask
 from holoburn.engines.unet import WIDTHS, build_model
 from holoburn.media.video import VideoReader  # the architecture lives below app/ for the torch backend
 
-MODEL_ID = "burn_unet_v1"
+MODEL_ID = "burn_unet_v2"
 #: per-channel RGB normalisation, 0..255 units (the usual ImageNet statistics)
 MEAN_RGB = (123.675, 116.28, 103.53)
 STD_RGB = (58.395, 57.12, 57.375)

@@ -30,7 +30,7 @@ HELDOUT_SEED = 1_000_001
 MAX_BURN_SHARE = 0.02  # a photograph without burn may show at most this share of burn pixels
 
 
-def _runtime(card, limits):
+def lane_runtime(card, limits):
     from holoburn.app.config import load_config
     from holoburn.app.graph import lane_policies
     from holoburn.clinical.triage import Lane
@@ -121,10 +121,10 @@ def run_trust(card_path, *, calibration_frames: int = 300, heldout_frames: int =
     card = load_card(card_path)
     size = (640, 480)
     calibration = [f for f, _ in synth.iter_frames(calibration_frames, CALIBRATION_SEED, size, 3, family="varied")]
-    scores = [c for c in _confidences(_runtime(card, AssessLimits(min_skin_confidence=None)), calibration) if c is not None]
+    scores = [c for c in _confidences(lane_runtime(card, AssessLimits(min_skin_confidence=None)), calibration) if c is not None]
     threshold = float(np.percentile(scores, 100 * (1 - pass_share)))
     progress(f"calibration: {len(scores)} held-in frames, threshold {threshold:.4f} (p{100 * (1 - pass_share):.0f})")
-    runtime = _runtime(card, AssessLimits(min_skin_confidence=threshold))
+    runtime = lane_runtime(card, AssessLimits(min_skin_confidence=threshold))
     report = {
         "model": card.model_id,
         "calibration": {
