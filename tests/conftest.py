@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import cv2
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")
+# the engine cache's signing key: one per test session, never the user's own (~/.config/holoburn)
+os.environ.setdefault("HOLOBURN_CACHE_KEY", os.path.join(tempfile.mkdtemp(prefix="holoburn_test_key_"), "cache.key"))
 
 CLASSES = ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial", "full_thickness"]
 

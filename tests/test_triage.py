@@ -54,3 +54,13 @@ def test_lane_names():
     assert Lane.EMERGENCY < Lane.ROUTINE
     with pytest.raises(ValueError, match="unknown lane"):
         Lane.parse("asap")
+
+
+def test_one_frame_false_alarms_never_escalate():
+    """A full-thickness call on one frame in three (a glint, a dressing) is not evidence."""
+    router = LaneRouter(defaults={"cam": Lane.ROUTINE}, calm_frames=3, evidence=3, window=5)
+    refer, calm = {"flags": ["full_thickness_present"]}, {"flags": []}
+    for i in range(60):
+        router.observe("cam", i, refer if i % 3 == 0 else calm)
+        assert router.lane_for("cam") is Lane.ROUTINE
+    assert router.changes == []
