@@ -67,3 +67,17 @@ def test_held_out_families_never_train():
         tree = ast.parse(path.read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
         assert "independent" not in imported, path
+
+
+def test_the_accuracy_gate_holds_out_what_the_model_never_trained_on():
+    """The generated hold-out of `run`/`engine build`: contact and varied scenes with every burn
+    class in them (an untested class refuses a model), and the held-out photographs as no burn."""
+    from holoburn.app.run.engine_setup import synthetic_sets
+
+    holdout, calibration = synthetic_sets(holdout_frames=16, calibration_frames=2, size=(320, 240))
+    scenes, pictures = holdout[:16], holdout[16:]
+    present = set().union(*(set(np.unique(m).tolist()) for _, m in scenes))
+    assert set(BURN_CLASSES) <= present
+    assert len(pictures) == len(photos.HELD_OUT_PHOTOS)
+    assert all((m == BACKGROUND).all() and f.shape[:2] == m.shape for f, m in pictures)
+    assert len(calibration) == 2

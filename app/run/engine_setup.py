@@ -13,7 +13,7 @@ HOLDOUT_SEED = 4_000_001  # not the training (1) or held-out (1_000_001) seeds o
 CALIBRATION_SEED = 5_000_001
 
 
-def synthetic_sets(holdout_frames: int = 24, calibration_frames: int = 32, size=(640, 480)):
+def synthetic_sets(holdout_frames: int = 32, calibration_frames: int = 32, size=(640, 480)):
     """(held-out (frame, mask) pairs, calibration frames) for the accuracy gate and INT8.
 
     The held-out set is what the model did not train on: scenes of the contact family (a wound
@@ -27,15 +27,16 @@ def synthetic_sets(holdout_frames: int = 24, calibration_frames: int = 32, size=
     from holoburn.app.synthesis.synth import iter_frames
     from holoburn.clinical.errors import BadInput
 
-    holdout = list(iter_frames(holdout_frames // 2, HOLDOUT_SEED, size, 4, family="contact"))
-    holdout += list(iter_frames(holdout_frames - holdout_frames // 2, HOLDOUT_SEED, size, 4, family="varied"))
+    # a scene per frame: every depth class present (a class the gate cannot test refuses the model)
+    holdout = list(iter_frames(holdout_frames // 2, HOLDOUT_SEED, size, 1, family="contact"))
+    holdout += list(iter_frames(holdout_frames - holdout_frames // 2, HOLDOUT_SEED, size, 1, family="varied"))
     for name in photos.HELD_OUT_PHOTOS:
         try:
             picture = photos.load_photo(name)
         except BadInput:  # its package is not installed here: the synthetic scenes still test
             continue
         holdout.append((picture, np.zeros(picture.shape[:2], np.uint8)))
-    calibration = [frame for frame, _ in iter_frames(calibration_frames, CALIBRATION_SEED, size, 4, family="varied")]
+    calibration = [frame for frame, _ in iter_frames(calibration_frames, CALIBRATION_SEED, size, 1, family="varied")]
     return holdout, calibration
 
 
