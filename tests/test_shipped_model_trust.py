@@ -33,3 +33,8 @@ def test_scenes_from_an_independent_generator(runtime):
     """Measured 0.81 any-burn Dice over 150 frames (card); 24 frames of another seed vary more."""
     result = trust.check_family(runtime, independent.independent_frames(24, 8, (640, 480)))
     assert result["all_frames"]["any_burn_dice"] >= 0.7, result
+
+
+def test_the_shipped_model_says_it_is_a_demonstration():
+    """Trained on synthetic scenes: its card says so, and so every overlay does (clinical.overlay)."""
+    assert load_card(DEFAULT_CARD).demonstration

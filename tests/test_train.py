@@ -55,6 +55,7 @@ def test_training_writes_model_state_card_and_log(trained):
         assert key in card, key
     assert card["sha256"] == file_sha256(out / "smoke_unet.onnx")
     assert card["classes"] == list(CLASS_NAMES)
+    assert card["demonstration"] is True  # synthetic scenes: every overlay says "not for clinical use"
     assert card["input"] == card["input"] | {"name": "frames", "layout": "NCHW", "dtype": "float32", "size": 64, "multiple_of": 16, "colour": "RGB"}
     assert card["output"]["name"] == "logits" and card["output"]["channels"] == NUM_CLASSES
     assert card["heldout"]["seed"] == 1003 and card["training"]["seed"] == 3
