@@ -85,17 +85,24 @@ def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
     return cv2.resize(image_rgb, (-(-full_width // step), -(-height // step)), interpolation=cv2.INTER_NEAREST)
 
 
-#: DICOM modalities that are not visible-light photographs of the body surface, whatever their
-#: pixels look like (a colour Doppler ultrasound or a fused PET/CT is RGB too)
-NOT_PHOTOGRAPHIC_MODALITIES = frozenset({
-    "CT", "MR", "US", "CR", "DX", "MG", "NM", "PT", "XA", "RF", "RG", "IO", "PX", "DR", "DF", "DS", "EC", "CD",
-    "DD", "OPT", "IVOCT", "IVUS", "BMD", "TG", "RTIMAGE", "SEG", "SR", "PR", "KO", "REG", "OCT",
-})
+#: DICOM modalities that can hold a visible-light colour photograph of the body surface: external
+#: camera, dermoscopy, endoscopy, microscopy, ophthalmic photography, other/secondary capture. Any
+#: other Modality (CT, MR, US, CR, DX, RTDOSE, ...) is not a photograph, whatever its pixels look
+#: like: a colour Doppler ultrasound or a fused PET/CT is RGB too. An allow-list, so that a
+#: modality this list never heard of is refused rather than assessed.
+PHOTOGRAPHIC_MODALITIES = frozenset({"XC", "DMS", "ES", "GM", "SM", "OP", "OT", "SC"})
+#: photometric interpretations of colour pictures (YBR_*: JPEG-coded colour, decoded to RGB)
+COLOUR_PHOTOMETRIC = ("RGB", "YBR_")
 
 
-def modality_problem(modality: str | None) -> str | None:
-    """A DICOM source's Modality that is not a photograph -> NOT_A_PHOTOGRAPH (None: fine or unknown)."""
-    return NOT_A_PHOTOGRAPH if modality and modality.upper() in NOT_PHOTOGRAPHIC_MODALITIES else None
+def modality_problem(modality: str | None, photometric: str | None = None) -> str | None:
+    """A DICOM source's Modality or Photometric Interpretation that is not a colour photograph ->
+    NOT_A_PHOTOGRAPH (None: fine, or not a DICOM source)."""
+    if modality and modality.strip().upper() not in PHOTOGRAPHIC_MODALITIES:
+        return NOT_A_PHOTOGRAPH
+    if photometric and not photometric.strip().upper().startswith(COLOUR_PHOTOMETRIC):
+        return NOT_A_PHOTOGRAPH  # MONOCHROME1/2, PALETTE COLOR
+    return None
 
 
 def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:

@@ -18,7 +18,7 @@ OK = "ok"
 NO_SIGNAL = "no_signal"  # a live source delivered no picture (camera lost); shown, counted as dropped
 
 #: source metadata that results may carry (never patient identifiers: DICOM UIDs are remapped)
-ORIGIN_KEYS = ("dicom_source", "frame_in_file", "dicom_file", "modality")
+ORIGIN_KEYS = ("dicom_source", "frame_in_file", "dicom_file", "modality", "photometric")
 
 
 class FrameInfo(NamedTuple):

@@ -493,7 +493,9 @@ class LaneRuntime:
 
     def check_picture(self, frame: Frame) -> None:
         """Before the picture leaves the host: is it a usable colour photograph?"""
-        problem = modality_problem(dict(frame.info.origin).get("modality")) or image_problem(frame.image, self.limits)
+        origin = dict(frame.info.origin)
+        problem = (modality_problem(origin.get("modality"), origin.get("photometric"))
+                   or image_problem(frame.image, self.limits))
         if problem:
             frame.extra["not_assessable"] = problem
 

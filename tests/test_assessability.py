@@ -99,17 +99,27 @@ def test_the_bundled_sample_is_assessed_and_validation_reports_coverage(tmp_path
         pytest.approx(metrics["pixel_pooled"]["any_burn"]["dice"])
 
 
-def test_a_ct_slice_is_not_a_photograph(tmp_path):
-    """pydicom's own CT_small.dcm through the real graph: no burn figures, whatever its pixels."""
+def test_non_photographic_dicom_is_not_a_photograph(tmp_path):
+    """pydicom's own CT, MR, NM, RT dose and a colour ultrasound through the real graph: no burn
+    figures, whatever their pixels; the run succeeds and the summary counts them."""
+    import shutil
+
     from pydicom.data import get_testdata_file
 
-    ct = get_testdata_file("CT_small.dcm")
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtdose.dcm", "ExplVR_BigEnd.dcm"):
+        shutil.copy(get_testdata_file(name), folder / name)
     out = tmp_path / "out"
-    result = holoburn("run", "--source", f"dicom:{ct}", "--out", out)
+    result = holoburn("run", "--source", f"dicom:{folder}", "--out", out)
     assert result.returncode == 0, result.stderr
-    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert record["assessable"] is False and record["not_assessable_reason"] == NOT_A_PHOTOGRAPH
-    assert record["triage"] is None and record["origin"]["modality"] == "CT"
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 1 + 1 + 1 + 15 + 1  # rtdose holds 15 frames (of 10 x 10: not refused as small)
+    assert all(r["assessable"] is False and r["not_assessable_reason"] == NOT_A_PHOTOGRAPH for r in records)
+    assert all(r["triage"] is None for r in records)
+    assert {r["origin"]["modality"] for r in records} == {"CT", "MR", "NM", "RTDOSE", "US"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["not_assessable"] == {NOT_A_PHOTOGRAPH: len(records)} and summary["coverage"] == 0.0
 
 
 def test_a_colour_picture_from_a_radiology_modality_is_not_a_photograph():
@@ -117,6 +127,9 @@ def test_a_colour_picture_from_a_radiology_modality_is_not_a_photograph():
 
     assert modality_problem("US") == NOT_A_PHOTOGRAPH  # colour Doppler is RGB, and still no photograph
     assert modality_problem("XC") is None and modality_problem("") is None and modality_problem(None) is None
+    assert modality_problem("RTDOSE") == NOT_A_PHOTOGRAPH and modality_problem("NEWTHING") == NOT_A_PHOTOGRAPH
+    assert modality_problem("XC", "MONOCHROME2") == NOT_A_PHOTOGRAPH and modality_problem("OT", "PALETTE COLOR")
+    assert modality_problem("xc ", "RGB") is None and modality_problem("XC", "YBR_FULL_422") is None
 
 
 def test_burn_the_model_is_unsure_of_is_uncertain_not_a_depth():

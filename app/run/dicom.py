@@ -48,7 +48,8 @@ class DicomReader:
             return None, 0.0, f"dicom_{record.kind}"
         self.frames_read += 1
         self._extra = {"dicom_source": record.source, "frame_in_file": record.index, "dicom_file": record.file_ref,
-                       "modality": str(getattr(record.dataset, "Modality", "") or "")}
+                       "modality": str(getattr(record.dataset, "Modality", "") or ""),
+                       "photometric": str(getattr(record.dataset, "PhotometricInterpretation", "") or "")}
         # the de-identified header waits here for the results export (frames travel as tensors)
         self._headers[(record.source, record.index)] = record.dataset
         return record.image, record.timestamp_s, "ok"
