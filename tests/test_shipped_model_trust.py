@@ -1,6 +1,7 @@
 """The shipped model on pictures it never trained on, through the pipeline's own CPU lane runtime
 (picture checks, model, uncertain pixels, findings, triage) with the config's assessability limits.
 The full figures (300 calibration frames, 150 frames per family) are `holoburn trust`'s, in the card."""
+import numpy as np
 import pytest
 
 from holoburn.app.config import load_config
@@ -8,6 +9,7 @@ from holoburn.app.graph import assess_limits
 from holoburn.app.synthesis import independent, photos, synth
 from holoburn.app.training import trust
 from holoburn.engines.card import DEFAULT_CARD, load_card
+from holoburn.processing.frame import Frame
 
 pytest.importorskip("skimage", reason="scikit-image ships the held-out photographs (test extra)")
 
@@ -21,7 +23,22 @@ def runtime():
 def test_held_out_photographs_are_never_called_burn(runtime):
     checked = trust.check_photographs(runtime, photos.HELD_OUT_PHOTOS)
     assert all(c["pass"] for c in checked.values()), checked
-    assert all(c.get("triage") != "refer" for c in checked.values())
+    assert all(c.get("triage") in (None, "none", "assess") for c in checked.values())  # never "refer"
+
+
+def test_the_photograph_check_fails_a_picture_called_burn(runtime, monkeypatch):
+    """The check can fail: a picture the model calls mostly burn and refers does not pass."""
+    from holoburn.clinical.depth import FULL_THICKNESS
+
+    def all_burn(frames):
+        for frame in frames:
+            frame.findings = {"assessable": True, "triage": {"level": "refer"}}
+            frame.extra["shown_mask"] = np.full((8, 8), FULL_THICKNESS, np.uint8)
+        return frames
+
+    monkeypatch.setattr(trust, "assess_frames", lambda rt, images: all_burn([Frame.of("t", 0, 0.0, im) for im in images]))
+    checked = trust.check_photographs(runtime, ["chelsea"])
+    assert checked["chelsea"] == checked["chelsea"] | {"assessable": True, "triage": "refer", "pass": False}
 
 
 def test_a_wound_outline_never_trained_on_is_segmented(runtime):

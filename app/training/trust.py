@@ -101,8 +101,9 @@ def check_photographs(runtime, names) -> dict:
         if f.get("assessable"):
             shown = frame.extra["shown_mask"]
             burn = float(np.isin(shown, BURN_CLASSES).mean())
-            ok = burn <= MAX_BURN_SHARE and f.get("triage") != "refer"
-            results[name] = {"assessable": True, "burn_share_of_picture": round(burn, 4), "triage": f.get("triage"),
+            level = (f.get("triage") or {}).get("level")
+            ok = burn <= MAX_BURN_SHARE and level != "refer"
+            results[name] = {"assessable": True, "burn_share_of_picture": round(burn, 4), "triage": level,
                              "skin_confidence": f.get("skin_confidence"), "pass": ok}
         else:
             results[name] = {"assessable": False, "reason": f.get("not_assessable_reason") or frame.status,
