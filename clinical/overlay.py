@@ -87,29 +87,33 @@ def annotate(image_rgb: np.ndarray, mask: np.ndarray | None, lines: list[str], l
     scale = max(0.35, min(1.0, width / 1400))
     step = int(22 * scale / 0.6)
     y = step
+    texts = []
     legend = [(CLASS_COLOURS_RGB[cls], LABELS[CLASS_NAMES[cls]]) for cls in BURN_CLASSES]
     for colour, label in legend + [(_COLOUR_LUT[0, UNCERTAIN], "uncertain")]:
         colour = tuple(int(c) for c in colour)
         cv2.rectangle(image_rgb, (8, y - int(step * 0.7)), (8 + int(step * 0.7), y), colour, -1)
-        _text(image_rgb, label, (14 + int(step * 0.7), y), scale)
+        texts.append((label, (14 + int(step * 0.7), y)))
         y += step
     y = height - 8 - step * (len(lines) - 1)
     for line in lines:
-        _text(image_rgb, line, (8, y), scale)
+        texts.append((line, (8, y)))
         y += step
     if lane:  # right-aligned: the lane and, when escalated, why
         text_width = cv2.getTextSize(lane, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
-        _text(image_rgb, lane, (max(8, width - text_width - 8), step), scale)
+        texts.append((lane, (max(8, width - text_width - 8), step)))
+    _texts(image_rgb, texts, scale)
     return image_rgb
 
 
-def _text(image, text, origin, scale):
-    """White text on a dark backing panel: legible on any picture, and the same on OpenCV 4 and 5
-    (an outline drawn as a thicker black copy of the text smears glyphs together on OpenCV 5)."""
-    (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    x, y = origin
-    cv2.rectangle(image, (x - 3, y - height - 3), (x + width + 3, y + baseline + 1), (24, 24, 24), -1)
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+def _texts(image, texts, scale):
+    """White text on dark backing panels: legible on any picture, and the same on OpenCV 4 and 5
+    (an outline drawn as a thicker black copy of the text smears glyphs together on OpenCV 5).
+    Every panel first, then every text: a panel never covers the descenders of the line above."""
+    for text, (x, y) in texts:
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(image, (x - 3, y - height - 3), (x + width + 3, y + baseline + 1), (24, 24, 24), -1)
+    for text, origin in texts:
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def no_signal(height: int, width: int, message: str = "NO SIGNAL") -> np.ndarray:
@@ -117,5 +121,5 @@ def no_signal(height: int, width: int, message: str = "NO SIGNAL") -> np.ndarray
     image = np.full((height, width, 3), 40, np.uint8)
     scale = max(0.6, width / 640)
     size = cv2.getTextSize(message, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)[0]
-    _text(image, message, ((width - size[0]) // 2, (height + size[1]) // 2), scale)
+    _texts(image, [(message, ((width - size[0]) // 2, (height + size[1]) // 2))], scale)
     return image
