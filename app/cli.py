@@ -32,11 +32,65 @@ def _ensure_stack() -> None:
     os.execv(sys.executable, [sys.executable, "-m", "holoburn.app.cli", *sys.argv[1:]])
 
 
-def _quiet_holoscan() -> None:
-    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+def _stack_hint() -> str | None:
+    """Holoscan's stack advice, once, where the soft limit stayed below 32 MiB (a hard limit
+    keeps it there): the hint is real, deep calls can overflow and crash the run."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    if soft == resource.RLIM_INFINITY or soft >= STACK_BYTES:
+        return None
+    stopped = f", and its hard limit ({hard >> 20} MiB) stops holoburn raising it" \
+        if hard != resource.RLIM_INFINITY and hard < STACK_BYTES else ""
+    return (f"the stack limit is {soft >> 20} MiB, below the {STACK_BYTES >> 20} MiB Holoscan recommends (a deep "
+            f"call can then crash the run){stopped}: raise it with 'ulimit -s {STACK_BYTES >> 10}' (Docker: "
+            f"--ulimit stack={STACK_BYTES})")
+
+
+def cuda_driver_usable() -> bool:
+    """Whether the CUDA driver initialises and sees a device: the check Holoscan makes before
+    it warns. Asked of libcuda directly (ctypes): CuPy or cuda-python would cost their import
+    before the arguments are read, and cuda-python may warn itself when there is no driver."""
+    import ctypes
+
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:  # no NVIDIA driver installed
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+HOLOSCAN_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL", "OFF")
+
+
+def _quiet_holoscan(graph: bool, verbose: bool) -> str | None:
+    """What Holoscan and GXF print to the console; returns a stack hint for holoburn to log.
+
+    Holoscan logs warnings and errors (HOLOSCAN_LOG_LEVEL=WARN). On a machine where the CUDA
+    driver is missing or sees no device, Holoscan's and GXF's warnings at start-up only say so
+    (cudaGetDeviceCount failed, "CPU data only", "GPU not available for Driver APIs"), in C++
+    with no message filter: there both are set to ERROR, so errors still show. A level set in
+    the environment, or -v, keeps everything. Holoscan's stack-size warning comes from Python
+    and C++ alike: the Python one is always filtered, and where the C++ one is silenced too,
+    holoburn gives the hint itself (`_stack_hint`), so it appears exactly once.
+    """
     import warnings
 
-    warnings.filterwarnings("ignore", message=".*stack size.*")
+    warnings.filterwarnings("ignore", message=".*stack size.*", category=RuntimeWarning)
+    if graph and not verbose and not cuda_driver_usable():
+        os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("HOLOSCAN_EXECUTOR_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+    level = os.environ["HOLOSCAN_LOG_LEVEL"].upper()
+    holoscan_warns = level in HOLOSCAN_LEVELS and HOLOSCAN_LEVELS.index(level) <= HOLOSCAN_LEVELS.index("WARN")
+    return _stack_hint() if graph and not holoscan_warns else None
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"holoburn {version('holoburn')}"
 
 
 # subcommand -> (module under holoburn, adder, runner, help)
@@ -79,7 +133,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="holoburn",
         description="Burn-depth segmentation on Holoscan. Decision support only; not for diagnosis.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log more (Holoscan's warnings included, also on a machine without a GPU)")
+    parser.add_argument("--version", action="version", version=_version(), help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, adder, runner, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -91,13 +147,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in GRAPH_COMMANDS:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    graph = command in GRAPH_COMMANDS
+    if graph:
         _ensure_stack()
-    _quiet_holoscan()
-    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
+    options = argv[: argv.index(command)] if command else argv  # holoburn's own, before the subcommand
+    stack_hint = _quiet_holoscan(graph, verbose=bool({"-v", "--verbose"} & set(options)))
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if stack_hint:
+        logging.getLogger("holoburn").warning("%s", stack_hint)
     module, runner = args._runner
     try:
         status = getattr(importlib.import_module(f"holoburn.{module}"), runner)(args)

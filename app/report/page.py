@@ -14,6 +14,7 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
+from typing import NamedTuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,8 +22,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS
-from holoburn.clinical.metrics import ANY_BURN, METRIC_MEANINGS, RATIO_METRICS, baseline_deltas
+from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, LABELS, NUM_CLASSES
+from holoburn.clinical.metrics import (
+    ANY_BURN,
+    METRIC_MEANINGS,
+    RATIO_METRICS,
+    any_burn_dice,
+    baseline_deltas,
+    confusion_matrix,
+)
 from holoburn.clinical.overlay import tint
 
 DECISION_SUPPORT = "Decision support, not diagnosis: a clinician makes every clinical decision."
@@ -40,7 +48,7 @@ SECTION_TITLES: tuple[str, ...] = (
     "Speed",
     "Precision comparison",
     "Baseline comparison (drift check)",
-    "Example frames, worst first",
+    "Worst frames",
     "Model card",
     "Reproduce this report",
     "What the numbers mean",
@@ -59,38 +67,131 @@ AGGREGATION_TITLES = {"pixel_pooled": "pixel-pooled", "per_frame_mean": "per-fra
 
 
 # ---------------------------------------------------------------------------------------------
-# choosing the example frames
+# choosing the worst frames
+
+
+class BurnErrors(NamedTuple):
+    """One frame's burn errors, in pixels of the frame (the model's own classes, as validated).
+
+    truth_burn: burn of any depth in the ground truth. missed: of those, called background or
+    healthy skin. wrong_depth: of those, called burn of another depth. false_alarm: called burn
+    where the ground truth has none. dice: any-burn Dice (NaN when neither side has burn).
+    """
+
+    truth_burn: int
+    missed: int
+    wrong_depth: int
+    false_alarm: int
+    dice: float
+
+    @property
+    def burn_wrong(self) -> int:
+        """Burn pixels of the truth the model missed or gave another depth."""
+        return self.missed + self.wrong_depth
+
+
+def burn_errors(truth_mask, predicted_mask, burn_classes=BURN_CLASSES) -> BurnErrors:
+    """truth_mask, predicted_mask: (H, W) uint8 class indices (CLINICAL.md order)."""
+    confusion = confusion_matrix(truth_mask, predicted_mask, NUM_CLASSES)
+    burn = np.zeros(NUM_CLASSES, bool)
+    burn[list(burn_classes)] = True
+    in_burn = confusion[np.ix_(burn, burn)]
+    return BurnErrors(truth_burn=int(confusion[burn].sum()),
+                      missed=int(confusion[np.ix_(burn, ~burn)].sum()),
+                      wrong_depth=int(in_burn.sum() - np.trace(in_burn)),
+                      false_alarm=int(confusion[np.ix_(~burn, burn)].sum()),
+                      dice=any_burn_dice(confusion, burn_classes))
+
+
+class Example(NamedTuple):
+    """A frame kept for the report: frame_rgb (H, W, 3) uint8, masks (H, W) uint8, its errors."""
+
+    frame_index: int
+    frame_rgb: np.ndarray
+    truth_mask: np.ndarray
+    predicted_mask: np.ndarray
+    errors: BurnErrors
+
+
+class _Largest:
+    """The `keep` examples with the largest score, in bounded memory (a min-heap whose root is
+    the least bad kept frame). Ties keep the earlier frame."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._heap: list = []  # (score, -frame_index, example)
+
+    def offer(self, score: int, frame_index: int, example) -> bool:
+        """example: a callable making the Example, called only when the frame is kept."""
+        key = (score, -int(frame_index))
+        if self.keep <= 0 or (len(self._heap) == self.keep and key <= self._heap[0][:2]):
+            return False
+        if len(self._heap) < self.keep:
+            heapq.heappush(self._heap, (*key, example()))
+        else:
+            heapq.heapreplace(self._heap, (*key, example()))
+        return True
+
+    def worst_first(self) -> list[Example]:
+        return [item[2] for item in sorted(self._heap, key=lambda item: (-item[0], -item[1]))]
 
 
 class WorstFrames:
-    """The `keep` frames with the lowest any-burn Dice seen so far, fed one frame at a time.
+    """The frames a reader should look at, fed one assessed frame at a time:
 
-    Memory stays bounded: a max-heap of at most `keep` frames, each copied when kept. Frames whose
-    Dice is undefined (no burn in truth nor prediction) show nothing wrong and are never kept.
-    Ties keep the earlier frame.
+    - `burns_most_wrong()`: frames with burn in the truth, most burn pixels missed or given the
+      wrong depth first;
+    - `false_alarms()`: frames with burn called where the truth has none (frames without any
+      burn included), most such pixels first;
+    - `not_assessable`: frames the pipeline declared not assessable. They got no numbers and no
+      triage, so they are in neither list; kept here by reason with the burn their truth holds.
+
+    Each list keeps at most `keep` frames, each copied once when kept (callers reuse buffers).
     """
 
     def __init__(self, keep: int = 6):
         self.keep = keep
-        self._heap: list = []  # (-dice, -frame_index, example): the root is the best kept frame
+        self._burns = _Largest(keep)
+        self._false_alarms = _Largest(keep)
+        self.not_assessable: dict[str, list[tuple[int, int]]] = {}  # reason -> [(frame, truth burn pixels)]
 
-    def offer(self, frame_index: int, frame_dice: float, frame_rgb, truth_mask, predicted_mask) -> bool:
-        """Consider one frame; returns whether it is kept (for now)."""
-        if frame_dice is None or math.isnan(frame_dice) or self.keep <= 0:
-            return False
-        key = (-float(frame_dice), -int(frame_index))
-        if len(self._heap) == self.keep and key <= self._heap[0][:2]:
-            return False  # no worse than the best kept frame
-        example = (int(frame_index), np.array(frame_rgb), np.array(truth_mask), np.array(predicted_mask), float(frame_dice))
-        if len(self._heap) < self.keep:
-            heapq.heappush(self._heap, (*key, example))
-        else:
-            heapq.heapreplace(self._heap, (*key, example))
-        return True
+    def offer(self, frame_index: int, frame_rgb, truth_mask, predicted_mask) -> BurnErrors:
+        """Consider one assessed frame; returns its errors."""
+        errors = burn_errors(truth_mask, predicted_mask)
+        copied: list[Example] = []
 
-    def worst_first(self) -> list[tuple]:
-        """[(frame_index, frame_rgb, truth_mask, predicted_mask, frame_dice)], lowest Dice first."""
-        return [item[2] for item in sorted(self._heap, key=lambda item: (-item[0], -item[1]))]
+        def example() -> Example:
+            if not copied:
+                copied.append(Example(int(frame_index), np.array(frame_rgb), np.array(truth_mask),
+                                      np.array(predicted_mask), errors))
+            return copied[0]
+
+        if errors.truth_burn and errors.burn_wrong:
+            self._burns.offer(errors.burn_wrong, frame_index, example)
+        if errors.false_alarm:
+            self._false_alarms.offer(errors.false_alarm, frame_index, example)
+        return errors
+
+    def note_not_assessable(self, frame_index: int, reason: str, truth_mask) -> None:
+        truth_burn = int(np.isin(np.asarray(truth_mask), list(BURN_CLASSES)).sum())
+        self.not_assessable.setdefault(str(reason), []).append((int(frame_index), truth_burn))
+
+    def burns_most_wrong(self) -> list[Example]:
+        return self._burns.worst_first()
+
+    def false_alarms(self) -> list[Example]:
+        return self._false_alarms.worst_first()
+
+    def summary(self) -> dict:
+        """The lists as metrics.json gives them (frame indices and pixel counts, no pictures)."""
+        def rows(examples):
+            return [{"frame": e.frame_index, **{k: v for k, v in e.errors._asdict().items() if k != "dice"},
+                     "any_burn_dice": None if math.isnan(e.errors.dice) else round(e.errors.dice, 4)}
+                    for e in examples]
+
+        return {"burns_most_wrong": rows(self.burns_most_wrong()), "false_alarms": rows(self.false_alarms()),
+                "not_assessable": {reason: [{"frame": f, "truth_burn": b} for f, b in frames]
+                                   for reason, frames in self.not_assessable.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +358,7 @@ def latency_plot(latency: dict) -> str:
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=(0.3, 0.45, 0.7), edgecolor="white")
     for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
         ax.axvline(latency[q], color="black", linestyle=style, label=f"{q} = {latency[q]:.1f} ms")
-    ax.set_xlabel("end-to-end latency per frame (ms)")
+    ax.set_xlabel("latency per frame, source to sink (ms)")
     ax.set_ylabel("frames")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
@@ -268,22 +369,22 @@ def _tinted(frame_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return tint(np.ascontiguousarray(frame_rgb, dtype=np.uint8), np.ascontiguousarray(mask, dtype=np.uint8), alpha=0.65)
 
 
-def example_plot(frame_index: int, frame_rgb, truth_mask, predicted_mask, frame_dice: float) -> str:
-    frame = np.asarray(frame_rgb, dtype=np.uint8)
+def example_plot(example: Example, title: str) -> str:
+    """The input, the ground truth and the prediction side by side, tinted by depth."""
+    frame = np.asarray(example.frame_rgb, dtype=np.uint8)
     height, width = frame.shape[:2]
     figure = _figure(10.5, 10.5 / 3 * height / width + 0.5)
     panels = (
         (frame, "input"),
-        (_tinted(frame, truth_mask), "ground truth"),
-        (_tinted(frame, predicted_mask), "prediction"),
+        (_tinted(frame, example.truth_mask), "ground truth"),
+        (_tinted(frame, example.predicted_mask), "prediction"),
     )
-    for k, (image, title) in enumerate(panels):
+    for k, (image, panel_title) in enumerate(panels):
         ax = figure.add_subplot(1, 3, k + 1)
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(panel_title, fontsize=10)
         ax.set_axis_off()
-    dice = "undefined" if math.isnan(frame_dice) else f"{frame_dice:.3f}"
-    figure.suptitle(f"frame {frame_index}: any-burn Dice {dice}", fontsize=11)
+    figure.suptitle(title, fontsize=11)
     return _png_data_uri(figure)
 
 
@@ -313,7 +414,8 @@ def _at_a_glance(metrics: dict, drops: list | None, precision: dict | None) -> s
         f"Any-burn sensitivity: <strong>{_percent(burn.get('sensitivity'))}</strong>; specificity: "
         f"<strong>{_percent(burn.get('specificity'))}</strong>; AUC: <strong>{_decimal(burn.get('auc'))}</strong>",
         f"Latency p95: <strong>{_number(latency.get('p95'), 'ms')}</strong>; throughput: "
-        f"<strong>{_number(metrics.get('throughput_fps'), 'frames/s')}</strong>",
+        f"<strong>{_number(metrics.get('throughput_fps'), 'frames/s')}</strong> ({_replay_words(metrics)}; "
+        "see Speed: replay latency is not bedside latency)",
     ]
     if drops is not None:
         items.append('<span class="drop">Drift: {} metric(s) dropped beyond the threshold</span>'.format(len(drops))
@@ -323,6 +425,11 @@ def _at_a_glance(metrics: dict, drops: list | None, precision: dict | None) -> s
         items.append(f'<span class="drop">Precision gate: {_esc(", ".join(beyond))} beyond the gate</span>' if beyond
                      else '<span class="ok">Precision gate: every precision within the gate</span>')
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _replay_words(metrics: dict) -> str:
+    pacing = (metrics.get("latency_basis") or {}).get("pacing")
+    return f"replay {PACING_WORDS.get(pacing, pacing)}" if pacing else "replay, pacing not recorded"
 
 
 def _frames_section(frames: dict) -> str:
@@ -423,11 +530,45 @@ def _burn_size_section(metrics: dict) -> str:
     return "".join(parts)
 
 
+PACING_WORDS = {
+    "as_fast_as_possible": "as fast as possible",
+    "realtime": "paced in real time",
+}
+
+
+def _latency_basis(metrics: dict) -> str:
+    """What the latency figures measure, from metrics["latency_basis"] (written by validate)."""
+    basis = metrics.get("latency_basis")
+    if not basis:
+        return ("<p>How these latencies were measured (pacing, start and end point) was not recorded with these "
+                "metrics; they are not bedside latency.</p>")
+    stages = basis.get("stage_ms_median") or {}
+    stage_words = ", ".join(f"{_esc(k)} {v:.1f}&nbsp;ms" for k, v in stages.items())
+    latency = metrics.get("latency_ms") or {}
+    waiting = ""
+    if stages and latency.get("p50") is not None:
+        inside = sum(stages.values())
+        waiting = (f" Together the stages' medians make {inside:.1f}&nbsp;ms; the rest of the median latency "
+                   f"({latency['p50']:.1f}&nbsp;ms) is waiting between and before the stages.")
+    items = [
+        f"<li><strong>Pacing: {_esc(PACING_WORDS.get(basis['pacing'], basis['pacing']))}.</strong> "
+        f"{_esc(basis['pacing_meaning'])}</li>",
+        f"<li><strong>From</strong> {_esc(basis['from'])} <strong>to</strong> {_esc(basis['to'])}.</li>",
+        f"<li><strong>Included:</strong> {_esc('; '.join(basis['includes']))}."
+        + (f" Median time inside each stage: {stage_words}.{waiting}" if stage_words else "") + "</li>",
+        f"<li><strong>Not included:</strong> {_esc('; '.join(basis['excludes']))}.</li>",
+        f"<li><strong>Throughput:</strong> {_esc(basis['throughput'])}.</li>",
+    ]
+    return (f'<p class="replay-latency"><strong>Replay latency, not bedside latency.</strong> '
+            f"{_esc(basis['not_bedside'])}</p><ul>{''.join(items)}</ul>")
+
+
 def _speed_section(metrics: dict, backend: dict) -> str:
     latency = metrics.get("latency_ms")
-    parts = ["<h3>Backend and device</h3>", _render_value(backend)]
+    parts = ["<h3>Backend and device</h3>", _render_value(backend), "<h3>Latency per frame</h3>"]
     if latency:
-        parts.append(_table(["latency (end to end, per frame)", "ms"], [
+        parts.append(_latency_basis(metrics))
+        parts.append(_table(["latency per frame (source to sink, see above)", "ms"], [
             ["median (p50)", _number(latency["p50"], "ms", 2)],
             ["95th percentile (p95)", _number(latency["p95"], "ms", 2)],
             ["99th percentile (p99)", _number(latency["p99"], "ms", 2)],
@@ -501,15 +642,86 @@ def _baseline_section(metrics: dict, baseline: dict | None, threshold_points: fl
     return verdict + flagged + f"<details><summary>All {len(rows)} compared metrics</summary>{everything}</details>", drops
 
 
-def _examples_section(examples) -> str:
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}&nbsp;%" if whole else "undefined"
+
+
+def _dice_words(dice: float) -> str:
+    return "undefined" if math.isnan(dice) else f"{dice:.3f}"
+
+
+def _burn_wrong_caption(e: Example) -> tuple[str, str]:
+    """(picture title, HTML caption) of a frame in the burns-most-wrong list."""
+    r = e.errors
+    title = (f"frame {e.frame_index}: {r.burn_wrong:,} of {r.truth_burn:,} burn pixels missed or wrong depth; "
+             f"any-burn Dice {_dice_words(r.dice)}")
+    caption = (f"<strong>Frame {e.frame_index}</strong>: {r.burn_wrong:,} of the {r.truth_burn:,} burn pixels in the "
+               f"ground truth wrong ({_share(r.burn_wrong, r.truth_burn)}): {r.missed:,} missed (called no burn), "
+               f"{r.wrong_depth:,} given another depth; {r.false_alarm:,} pixels called burn outside the burn; "
+               f"any-burn Dice {_dice_words(r.dice)}.")
+    return title, caption
+
+
+def _false_alarm_caption(e: Example) -> tuple[str, str]:
+    r = e.errors
+    where = "the ground truth has no burn in this frame" if not r.truth_burn else \
+        f"beside {r.truth_burn:,} burn pixels in the ground truth"
+    title = f"frame {e.frame_index}: {r.false_alarm:,} pixels called burn where there is none"
+    caption = (f"<strong>Frame {e.frame_index}</strong>: {r.false_alarm:,} pixels called burn where the ground truth "
+               f"has none ({_esc(where)}); any-burn Dice {_dice_words(r.dice)}.")
+    return title, caption
+
+
+def _pictures(examples: list[Example], describe, none: str) -> str:
     if not examples:
-        return "<p>No example frames were kept.</p>"
-    ordered = sorted(examples, key=lambda e: (math.isnan(e[4]), e[4], e[0]))
+        return f"<p>{_esc(none)}</p>"
+    parts = []
+    for e in examples:
+        title, caption = describe(e)
+        parts.append(f'<figure>{_img(example_plot(e, title), title)}<figcaption>{caption}</figcaption></figure>')
+    return "".join(parts)
+
+
+def _not_assessable_table(not_assessable: dict) -> str:
+    if not not_assessable:
+        return "<p>Every evaluated frame was assessable.</p>"
+    rows = []
+    for reason, frames in sorted(not_assessable.items()):
+        with_burn = sorted(((f, b) for f, b in frames if b), key=lambda fb: (-fb[1], fb[0]))
+        rows.append([_esc(reason.replace("_", " ")), f"{len(frames)}: {_frame_list([f for f, _ in frames])}",
+                     f"{len(with_burn)}: {_frame_list([f for f, _ in with_burn])}" if with_burn else "none",
+                     f"{sum(b for _, b in with_burn):,}"])
+    return (_table(["reason", "frames", "of them with burn in the ground truth (most burn first)",
+                    "burn pixels in their ground truth"], rows)
+            + "<p>These frames got no numbers and no triage (the overlay said NOT ASSESSABLE), so they are in "
+              "neither list above; burn in their ground truth went unassessed, not wrongly assessed. Their "
+              "pixels still count in the all-frame metrics; the coverage in metrics.json says how many frames "
+              "were assessed.</p>")
+
+
+def _worst_frames_section(worst: WorstFrames | None) -> str:
+    if worst is None:
+        return "<p>No frames were kept.</p>"
     legend = "".join(
         f'<span class="swatch" style="background: rgb{tuple(int(c) for c in CLASS_COLOURS_RGB[c])}"></span>'
         f"{_esc(LABELS[CLASS_NAMES[c]])} " for c in BURN_CLASSES)
-    images = "".join(_img(example_plot(*e), f"frame {e[0]}") for e in ordered)
-    return f"<p>Frames where the any-burn overlap was lowest. Colours: {legend}</p>{images}"
+    return "".join([
+        f"<p>Assessed frames only, up to {worst.keep} in each list, worst first. Each picture shows the input, the "
+        f"ground truth and the model's prediction (its own classes, before uncertain pixels are greyed out). "
+        f"Colours: {legend}</p>",
+        "<h3>Burns most wrong: burn missed or given the wrong depth</h3>",
+        "<p>Frames with burn in the ground truth, ranked by how many of their burn pixels the model missed (called "
+        "healthy skin or background) or gave another depth.</p>",
+        _pictures(worst.burns_most_wrong(), _burn_wrong_caption,
+                  "No assessed frame had burn in its ground truth that the model missed or gave another depth."),
+        "<h3>Worst false alarms: burn called where there is none</h3>",
+        "<p>Frames ranked by how many pixels the model called burn (any depth) where the ground truth has no burn; "
+        "frames without any burn in the ground truth are included.</p>",
+        _pictures(worst.false_alarms(), _false_alarm_caption,
+                  "No assessed frame had burn called where the ground truth has none."),
+        "<h3>Not assessable: in neither list</h3>",
+        _not_assessable_table(worst.not_assessable),
+    ])
 
 
 def _key_values(pairs) -> str:
@@ -574,6 +786,8 @@ p.ok, span.ok { color: #145a14; }
 .undefined { color: #888; font-style: italic; }
 .swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #444; vertical-align: middle; margin: 0 0.2em 0 0.6em; }
 img { max-width: 100%; display: block; margin: 0.8em 0; }
+figure { margin: 1.2em 0; }
+figcaption { font-size: 0.92em; }
 pre { background: #f4f4f4; padding: 0.8em; white-space: pre-wrap; word-break: break-all; }
 .meta { color: #555; }
 dt { font-weight: bold; margin-top: 0.4em; }
@@ -595,7 +809,7 @@ def write_report(
     model_card: dict,
     command: str,
     backend: dict,
-    examples=(),
+    worst: WorstFrames | None = None,
     baseline: dict | None = None,
     threshold_points: float = 2.0,
     precision_comparison: dict | None = None,
@@ -604,9 +818,7 @@ def write_report(
 
     metrics: `ValidationAccumulator.summary()`. model_card: the card's YAML as a dict.
     command: the exact command line. backend: backend, version, device, precision, ... (shown
-    as given). examples: [(frame_index, frame_rgb (H, W, 3) uint8, truth_mask (H, W) uint8,
-    predicted_mask (H, W) uint8, frame_dice)], e.g. `WorstFrames.worst_first()`; shown worst
-    first. baseline: a stored summary to compare with (drops beyond threshold_points are
+    as given). worst: the frames kept while scoring (`WorstFrames`). baseline: a stored summary to compare with (drops beyond threshold_points are
     highlighted). precision_comparison: `compare_precisions(...)`.
     """
     out_dir = Path(out_dir)
@@ -626,7 +838,7 @@ def write_report(
         "Speed": _speed_section(metrics, backend),
         "Precision comparison": _precision_section(precision_comparison),
         "Baseline comparison (drift check)": baseline_html,
-        "Example frames, worst first": _examples_section(list(examples)),
+        "Worst frames": _worst_frames_section(worst),
         "Model card": _render_value({k: v for k, v in model_card.items() if k != "intended_use"}),
         "Reproduce this report": f"<p>Run this command with the same model, recording and masks:</p><pre>{_esc(command)}</pre>",
         "What the numbers mean": _glossary(metrics),

@@ -33,6 +33,9 @@ def add_validate_arguments(p):
     p.add_argument("--threshold", type=float, default=2.0, help="drift threshold in points (default 2.0)")
     p.add_argument("--body-region", help="body region in view, for %%TBSA error")
     p.add_argument("--max-frames", type=int, help="validate only the first N frames")
+    p.add_argument("--realtime", action="store_true", default=None,
+                   help="pace frames by the recording's timestamps, as a camera delivers them (default: as fast "
+                        "as possible, so each frame's latency includes waiting behind earlier frames)")
     p.add_argument("--no-auc", action="store_true", help="skip probabilities (faster; no AUC)")
     p.add_argument("--bootstrap-block", type=int, default=15,
                    help="consecutive frames drawn together in the bootstrap intervals (default 15, half a "
@@ -110,18 +113,21 @@ class Scorer:
         if self.probabilities and frame.logits is not None:
             probs = restore_probabilities(softmax(np.asarray(frame.logits[0], np.float32)), frame.letterbox)
         truth_findings = burn_findings(count_pixels(truth), region_pct=self.region_pct)
+        # a frame that is not assessable has no %TBSA and no triage: left out of those statistics
+        # (the coverage says how many), never scored as triage "none"
         scored = dict(latency_ms=record["latency_ms"], predicted_tbsa_pct=record["tbsa_pct"],
                       truth_tbsa_pct=truth_findings["tbsa_pct"],
-                      predicted_triage=record["triage"]["level"] if record["triage"] else "not_assessable",
+                      predicted_triage=record["triage"]["level"] if record["triage"] else None,
                       truth_triage=triage_level(truth_findings, policy=self.policy)["level"])
-        dice = self.accumulator.add(frame.index, truth, frame.mask, probs, **scored)
+        self.accumulator.add(frame.index, truth, frame.mask, probs, **scored)
         if record["assessable"]:
             self.assessed.add(frame.index, truth, frame.mask, probs, **scored)
-        else:
+            # the input picture where the lane kept it on the host (CPU), else the overlay (GPU lanes)
+            self.worst.offer(frame.index, frame.image if frame.image is not None else frame.overlay, truth, frame.mask)
+        else:  # no numbers and no triage reached the clinician: listed apart, never as a miss or false alarm
             reason = record["not_assessable_reason"]
             self.not_assessable[reason] = self.not_assessable.get(reason, 0) + 1
-        # the input picture where the lane kept it on the host (CPU), else the overlay (GPU lanes)
-        self.worst.offer(frame.index, dice, frame.image if frame.image is not None else frame.overlay, truth, frame.mask)
+            self.worst.note_not_assessable(frame.index, reason, truth)
         frame.logits = None
 
     def finish(self, last_index: int | None) -> None:
@@ -129,6 +135,42 @@ class Scorer:
         for index in self.truth.indices:
             if index not in self.seen:
                 self.accumulator.note_extra_truth(index)
+
+
+def latency_basis(config: dict, summary: dict) -> dict:
+    """What the latency figures of a validation measure (metrics.json `latency_basis`; the report
+    prints it beside them). The span is the ledger's (processing/ledger.py): from the frame's
+    entry into the graph to the end of its lane's work at the sink."""
+    realtime = bool(config["source"]["realtime"])
+    return {
+        "pacing": "realtime" if realtime else "as_fast_as_possible",
+        "pacing_meaning": (
+            "Frames were released at the recording's own timestamps, as a camera delivers them; the wait for "
+            "a frame's moment is not counted, so the latency is close to what one camera stream would see on "
+            "this machine with this configuration." if realtime else
+            "Frames were read as fast as the pipeline took them, so each frame's latency includes the time it "
+            "waited behind earlier frames: it shows a backlog, not how late one camera frame would be. Run "
+            "with --realtime for camera-like pacing."),
+        "from": "the source operator handing the decoded frame to the graph (after the video was read and "
+                "decoded" + (", and after the pacing wait)" if realtime else ")"),
+        "to": "the end of the frame's lane at the sink: mask, clinical numbers and overlay picture ready, "
+              "before anything is written",
+        "includes": ["triage and the lane queue", "preprocessing (resize, normalise; upload on a GPU)",
+                     "inference", "postprocessing (depth classes, assessability, burn size, triage)",
+                     "drawing the overlay", "waiting between these stages"],
+        "excludes": ["reading and decoding the video", "writing results.jsonl, the overlay video and masks",
+                     "scoring against the ground truth", "a camera's capture and transfer, and the display"],
+        "stage_ms_median": summary.get("stage_ms_median") or {},
+        "throughput": "frames scored divided by the wall time of the whole replay, start-up (model and graph) "
+                      "included" + ("; paced in real time it cannot exceed the recording's frame rate"
+                                    if realtime else ""),
+        "not_bedside": (
+            f"These figures time a recording replayed on this machine ({summary.get('device') or 'device unknown'}, "
+            f"{summary.get('backend') or 'backend unknown'} {summary.get('precision') or ''}) with this "
+            "configuration. At the bedside a camera delivers one frame at a time at its own rate, capture, transfer "
+            "and display add time these figures leave out, and the machine, backend, precision and load may "
+            "differ: measure bedside latency on the bedside set-up (holoburn run --realtime with its camera)."),
+    }
 
 
 def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool,
@@ -157,6 +199,8 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
     metrics["assessed_frames"] = scorer.assessed.summary(block_frames=bootstrap_block) if assessed else None
     metrics["run"] = {k: summary.get(k) for k in ("source", "model_id", "model_sha256", "backend", "backend_version",
                                                    "precision", "device", "frames_in", "processed", "dropped")}
+    metrics["latency_basis"] = latency_basis(config, summary)
+    metrics["worst_frames"] = scorer.worst.summary()
     return metrics, summary, scorer
 
 
@@ -169,7 +213,7 @@ def run_validate(args) -> int:
     for precision in precisions:
         config = load_config(args.config, {
             "source.location": args.source, "source.max_frames": args.max_frames,
-            "source.body_region": args.body_region, "inference.model": args.model,
+            "source.body_region": args.body_region, "source.realtime": args.realtime, "inference.model": args.model,
             "inference.backend": args.backend, "inference.precision": precision,
         })
         run_dir = out / precision if len(precisions) > 1 else out
@@ -192,7 +236,7 @@ def run_validate(args) -> int:
     card = load_card(args.model)
     report = write_report(out, metrics, model_card=card.raw, command=command,
                           backend={k: summaries[main].get(k) for k in ("backend", "backend_version", "precision", "device")},
-                          examples=scorers[main].worst.worst_first(), baseline=baseline,
+                          worst=scorers[main].worst, baseline=baseline,
                           threshold_points=args.threshold, precision_comparison=comparison)
     _print_metrics(metrics, out, report, drops, args.threshold)
     return 1 if drops else 0
