@@ -240,6 +240,7 @@ def _value_rules() -> dict:
         "camera.retry_initial_s": _number(0, low_open=True),
         "camera.retry_max_s": _number(0, low_open=True),
         "gxf.fps": _number(0, low_open=True),
+        "image.fps": _number(0, low_open=True),
         "scheduler.worker_threads": _number(1, 256, whole=True),
         "scheduler.distributed_idle_ms": _number(0),
         "triage.calm_frames": _number(0, whole=True),

@@ -438,13 +438,13 @@ def _check_file(path: Path) -> str | None:
         if head[offset:offset + len(magic)] == magic and _really(what, head, path):
             still = ""
             if "image" in what:
-                still = (": the video source takes moving pictures with a frame rate; to analyse a still picture, "
-                         "make it a one-frame video first (e.g. ffmpeg -i IMAGE -frames:v 1 OUT.mp4)")
+                still = f": give still pictures as --source image:{path}"
             raise VideoError(f"{path} is {what}, not a video{_suffix_note(path)}{still}")
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         raise VideoError(f"{path} is a WAV audio file, not a video{_suffix_note(path)}")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        raise VideoError(f"{path} is a WebP image, not a video{_suffix_note(path)}")
+        raise VideoError(f"{path} is a WebP image, not a video{_suffix_note(path)}: give still pictures as "
+                         f"--source image:{path}")
     if _looks_like_text(head):  # its words are not quoted: they could be a patient's details
         raise VideoError(f"{path} is a text file, not a video{_suffix_note(path)}")
     return _container_kind(head)
@@ -585,7 +585,9 @@ class VideoWriter:
         self.frames_written = 0
         self.size = None  # (width, height) as written
 
-    def write(self, frame_rgb: np.ndarray) -> None:
+    def write(self, frame_rgb: np.ndarray, index: int | None = None) -> None:
+        """Append one picture; `index` (the frame's) is for writers that name pictures by it
+        (media.images.StillWriter): a video's pictures are numbered by their order."""
         height, width = frame_rgb.shape[:2]
         if height % 2 or width % 2:
             frame_rgb = cv2.copyMakeBorder(frame_rgb, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)

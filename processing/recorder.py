@@ -1,9 +1,10 @@
 """The one results writer: every frame that leaves the graph, from every source and lane.
 
 Writes results.jsonl (one record per frame, each source in frame order, dropped frames in their
-place), each source's overlay video (a NO SIGNAL picture for a camera gap) and, on request, the
-predicted masks; keeps the run's ledger; hands each frame with its record to the observers
-(validation scorer, metrics endpoint, DICOM export) in the same order.
+place), each source's overlay video (a NO SIGNAL picture for a camera gap; for still pictures one
+PNG per frame instead, `overlays/image-1_000003.png`) and, on request, the predicted masks; keeps
+the run's ledger; hands each frame with its record to the observers (validation scorer, metrics
+endpoint, DICOM export) in the same order.
 
 Frames of one source can arrive out of order (escalation lets a later frame overtake an earlier
 one queued in a slower lane): a reorder buffer per source puts them back. With several sources
@@ -36,6 +37,7 @@ import cv2
 import numpy as np
 
 from holoburn.clinical.overlay import no_signal
+from holoburn.media.images import StillWriter
 from holoburn.media.video import VideoWriter
 from holoburn.processing.files import LineFile, OutputFull, disk_free, file_room
 from holoburn.processing.frame import NO_SIGNAL, Frame
@@ -57,6 +59,14 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:60] or "source"
 
 
+STILLS_FOLDER = "overlays"  # a still-picture source's overlays: one PNG per frame
+
+
+def still_prefix(source_id: str) -> str:
+    """`image:1` -> `image-1`: how a still-picture source's overlay files begin."""
+    return slug(source_id.replace(":", "-"))
+
+
 @dataclass(frozen=True)
 class SourceOutput:
     """What the writer needs to know of a source before its first frame."""
@@ -64,6 +74,7 @@ class SourceOutput:
     source_id: str
     fps: float = 30.0
     size: tuple | None = None  # (height, width) when known: NO SIGNAL pictures before any frame
+    stills: bool = False  # still pictures, each at its own size: one overlay PNG per frame, not a video
 
 
 def to_host(array):
@@ -81,8 +92,8 @@ class RunRecorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.sources = {s.source_id: s for s in sources}
         single = len(sources) == 1
-        self.overlay_names = {s.source_id: "overlay.mp4" if single else f"overlay_{slug(s.source_id)}.mp4"
-                              for s in sources}
+        self.overlay_names = {s.source_id: f"{STILLS_FOLDER}/{still_prefix(s.source_id)}_*.png" if s.stills
+                              else "overlay.mp4" if single else f"overlay_{slug(s.source_id)}.mp4" for s in sources}
         self.masks_dir = Path(masks_dir) if masks_dir else None
         self.mask_dirs = {s.source_id: (self.masks_dir if single else self.masks_dir / slug(s.source_id))
                           for s in sources} if self.masks_dir else {}
@@ -100,7 +111,8 @@ class RunRecorder:
         self._pending: dict[str, dict[int, tuple]] = {sid: {} for sid in self.sources}
         self._size = {sid: s.size for sid, s in self.sources.items()}
         self._lock = threading.Lock()
-        self.writers = {sid: VideoWriter(self.out_dir / self.overlay_names[sid], s.fps or 30.0, fourcc)
+        self.writers = {sid: StillWriter(self.out_dir / STILLS_FOLDER, still_prefix(sid)) if s.stills
+                        else VideoWriter(self.out_dir / self.overlay_names[sid], s.fps or 30.0, fourcc)
                         for sid, s in self.sources.items()}
         self._pictures = {}
         self._threads = []
@@ -230,7 +242,7 @@ class RunRecorder:
 
     def _write_picture(self, source: str, index: int, overlay, mask) -> None:
         try:
-            self.writers[source].write(overlay)
+            self.writers[source].write(overlay, index)
             self._save_mask(source, index, mask)
         except OSError as exc:  # a full disk or a vanished folder: reported in the summary, never silent
             self.write_errors.append(f"{source} frame {index}: {exc}")

@@ -44,7 +44,8 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
 
 def add_run_arguments(p):
     p.add_argument("--source", required=True, action="append",
-                   help="video:PATH | camera:/dev/videoN | gxf:DIR/BASENAME | dicom:PATH (file, folder or DICOMDIR); "
+                   help="video:PATH | camera:/dev/videoN | gxf:DIR/BASENAME | dicom:PATH (file, folder or DICOMDIR) | "
+                        "image:PATH (a picture, a folder's pictures, or a glob: image:DIR/** takes subfolders too); "
                         "repeat for several sources, each optionally with its lane: video:a.mp4@EMERGENCY")
     _common(p, None)
 
@@ -117,7 +118,7 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         ("latency p50/p95/p99", f"{lat['p50']} / {lat['p95']} / {lat['p99']} ms"),
         ("triage levels", ", ".join(f"{k}: {v}" for k, v in sorted(summary["triage_levels"].items())) or "none"),
         ("results", out_dir / "results.jsonl"),
-        ("overlay video", ", ".join(str(out_dir / o) for o in summary["outputs"]["overlays"])),
+        ("overlays", ", ".join(str(out_dir / o) for o in summary["outputs"]["overlays"])),
         ("summary", out_dir / "summary.json"),
     ]
     for sid, head in (summary.get("audit_head") or {}).items():

@@ -91,7 +91,8 @@ def open_sources(config: dict, specs: list[str], *, open_readers: bool, readers:
         if location in [parse_lane_spec(s, src["lane"])[0] for s in specs[: specs.index(spec)]]:
             raise BadInput(f"source {location} is given twice; give each camera or file once")
         sid = source_id(location, len(sources) + 1)
-        reader = (readers or {}).get(spec) or (open_reader(location, config) if open_readers and kind != "gxf" else None)
+        reader = (readers or {}).get(spec) or (open_reader(location, config, source_id=sid)
+                                                if open_readers and kind != "gxf" else None)
         recording = gxf_recording(where) if kind == "gxf" else None
         # several sources are cameras side by side: recordings play at their own pace, as a camera
         # delivers frames, so a lane that cannot keep up drops its oldest frames, counted
@@ -181,7 +182,8 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
         observers += replay.exporters
         described = {"model_id": card.model_id, **(backend.describe() if backend else {})}
         results = RunRecorder(out_dir, [SourceOutput(s.source_id, getattr(s.reader, "fps", 0) or config["gxf"]["fps"],
-                                                     (s.reader.height, s.reader.width) if getattr(s.reader, "height", 0) else None)
+                                                     (s.reader.height, s.reader.width) if getattr(s.reader, "height", 0) else None,
+                                                     stills=getattr(s.reader, "stills", False))
                                         for s in sources],
                               fourcc=config["video_sink"]["fourcc"], masks_dir=config["results"]["save_masks"],
                               observers=observers, progress=progress, backend=described,
@@ -330,10 +332,12 @@ SOURCE_MAP = "source_map.IDENTIFIERS.json"
 
 def write_source_map(out_dir: Path, sources: list[SourceSpec], specs: list[str]) -> str:
     """The one file that ties opaque source ids to locations (paths may hold patient names):
-    written only on request, readable by its owner only, named so that nobody ships it by mistake."""
+    written only on request, readable by its owner only, named so that nobody ships it by mistake.
+    A source of several files (image:FOLDER) also maps each frame index to its file (`files`)."""
     locations = {s.source_id: parse_lane_spec(spec, "ROUTINE")[0] for s, spec in zip(sources, specs)}
+    files = {s.source_id: s.reader.identifiers() for s in sources if hasattr(s.reader, "identifiers")}
     write_json(out_dir / SOURCE_MAP, {"holds_identifiers": True,
                                       "note": "source locations may name patients: keep this file with the "
                                               "records it identifies, never in exports or reports",
-                                      "sources": locations}, mode=0o600)
+                                      "sources": locations, **({"files": files} if files else {})}, mode=0o600)
     return SOURCE_MAP

@@ -1,11 +1,12 @@
-"""Sources by kind: `video:PATH`, `camera:/dev/videoN`, `gxf:DIR/BASENAME`, `dicom:PATH`."""
+"""Sources by kind: `video:PATH`, `camera:/dev/videoN`, `gxf:DIR/BASENAME`, `dicom:PATH`, `image:PATH`
+(a picture, a folder's pictures, or a glob; `**` for subfolders: media/images.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from holoburn.clinical.errors import BadInput
 
-KINDS = ("video", "camera", "gxf", "dicom")
+KINDS = ("video", "camera", "gxf", "dicom", "image")
 
 
 def parse_source(spec: str) -> tuple[str, str]:
@@ -40,9 +41,9 @@ def gxf_recording(location: str) -> tuple[Path, str]:
     return directory, basename
 
 
-def open_reader(spec: str, config: dict):
-    """A frame reader for the kinds that have one (video, camera, dicom); gxf replays through
-    Holoscan's own operator instead."""
+def open_reader(spec: str, config: dict, source_id: str | None = None):
+    """A frame reader for the kinds that have one (video, camera, dicom, image); gxf replays through
+    Holoscan's own operator instead. source_id: the opaque id the reader's messages name it by."""
     kind, location = parse_source(spec)
     if kind == "video":
         from holoburn.media.video import VideoReader
@@ -59,4 +60,8 @@ def open_reader(spec: str, config: dict):
         from holoburn.app.run.dicom import DicomReader
 
         return DicomReader(location, config, Path(config["dicom"]["audit_log"]))
+    if kind == "image":
+        from holoburn.media.images import ImageReader
+
+        return ImageReader(location, fps=config["image"]["fps"], name=source_id or f"{kind}:1")
     return None

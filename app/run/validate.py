@@ -21,8 +21,10 @@ from holoburn.app.report.page import WorstFrames, write_report
 
 
 def add_validate_arguments(p):
-    p.add_argument("--source", required=True, help="video:PATH of the recording")
-    p.add_argument("--masks", required=True, help="ground truth: a directory of 000000.png ... or an .npz")
+    p.add_argument("--source", required=True, help="video:PATH of the recording, or image:PATH of pictures "
+                                                   "(a folder, a glob; masks paired by name)")
+    p.add_argument("--masks", required=True, help="ground truth: a directory of 000000.png ... or an .npz; for "
+                                                  "image:PATH a directory of PNGs named as the pictures")
     p.add_argument("--out", required=True, help="output directory (metrics.json, report.html, runs)")
     p.add_argument("--config", help="YAML merged over the defaults (e.g. replay-validation.yaml)")
     p.add_argument("--model", help="model card YAML (default: the shipped model)")
@@ -81,6 +83,41 @@ class GroundTruth:
         return mask
 
 
+class PairedTruth:
+    """Ground truth of a still-picture source (image:PATH), paired by name: the picture
+    ROOT/ward3/burn_07.jpg has the mask MASKS/ward3/burn_07.png (its path below the source's root,
+    with .png for its suffix), drawn on the picture as it is shown (EXIF orientation applied).
+    By name rather than by order, so that a picture without a mask, an unreadable one or an extra
+    mask shifts no pair. Frames without a mask are reported by index and masks without a picture
+    by number only: mask names mirror picture names, which can name patients."""
+
+    def __init__(self, location: str | Path, names: list[str]):
+        """names: each frame's picture path below the source's root, without its suffix
+        (media.images.ImageReader.relative_names)."""
+        self.path = Path(location)
+        if not self.path.is_dir():
+            raise BadInput(f"ground-truth masks {self.path}: for pictures give a folder of PNG masks named as the "
+                           "pictures (burn_07.jpg -> burn_07.png)")
+        masks = {p.relative_to(self.path).with_suffix("").as_posix(): p for p in self.path.rglob("*.png")
+                 if not p.name.startswith(".")}
+        self._paths = {index: masks[name] for index, name in enumerate(names) if name in masks}
+        if not self._paths:
+            raise BadInput(f"no mask in {self.path} is named as a picture of the source (the picture burn_07.jpg "
+                           f"pairs with {self.path / 'burn_07.png'}; in subfolders, with the same subfolders)")
+        self.indices = sorted(self._paths)
+        self.masks_without_picture = len(set(masks) - set(names))
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._paths
+
+    def mask(self, index: int) -> np.ndarray:
+        mask = cv2.imread(str(self._paths[index]), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:  # named by frame: the mask's name is the picture's
+            raise BadInput(f"the ground-truth mask of frame {index} is not a single-channel 8-bit PNG "
+                           "(source_map.IDENTIFIERS.json of a run with --source-map says which picture it is)")
+        return mask
+
+
 def softmax(logits):
     xp = array_module(logits)
     shifted = logits - logits.max(axis=0, keepdims=True)
@@ -109,6 +146,9 @@ class Scorer:
             self.accumulator.note_not_evaluated(frame.index, frame.status)
             return
         truth = self.truth.mask(frame.index)
+        if truth.shape != frame.mask.shape[:2]:  # e.g. a mask drawn on a picture before its EXIF turn
+            self.accumulator.note_not_evaluated(frame.index, "truth_size_differs")
+            return
         probs = None
         if self.probabilities and frame.logits is not None:
             probs = restore_probabilities(softmax(np.asarray(frame.logits[0], np.float32)), frame.letterbox)
@@ -173,8 +213,8 @@ def latency_basis(config: dict, summary: dict) -> dict:
     }
 
 
-def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilities: bool,
-                  bootstrap_block: int = 15) -> tuple[dict, dict, Scorer]:
+def validate_once(config: dict, truth: GroundTruth | PairedTruth, out_dir: Path, *, probabilities: bool,
+                  bootstrap_block: int = 15, readers: dict | None = None) -> tuple[dict, dict, Scorer]:
     from holoburn.app.run.progress import Progress
     from holoburn.app.run.replay import replay
 
@@ -186,9 +226,11 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
                     probabilities=probabilities)
     started = time.monotonic()
     summary = replay(config, [config["source"]["location"]], out_dir, observers=(scorer,), keep_logits=probabilities,
-                     progress=Progress("validating", None))
+                     progress=Progress("validating", None), readers=readers)
     scorer.finish(summary["frames_in"] - 1)
     metrics = scorer.accumulator.summary(elapsed_s=time.monotonic() - started, block_frames=bootstrap_block)
+    if isinstance(truth, PairedTruth):
+        metrics["frames"]["masks_without_picture"] = truth.masks_without_picture
     # coverage beside every accuracy figure: the metrics above are over every evaluated frame,
     # these over the frames the pipeline found assessable (the ones a clinician sees numbers for)
     evaluated = metrics["frames"]["evaluated"]
@@ -205,10 +247,18 @@ def validate_once(config: dict, truth: GroundTruth, out_dir: Path, *, probabilit
 
 
 def run_validate(args) -> int:
-    truth = GroundTruth(args.masks)
+    from holoburn.app.run.replay import parse_lane_spec
+    from holoburn.app.run.sources import open_reader, parse_source
+
+    location = parse_lane_spec(args.source, "ROUTINE")[0]
+    pictures = parse_source(location)[0] == "image"  # masks paired by name, once the pictures are listed
+    truth = None if pictures else GroundTruth(args.masks)
     out = Path(args.out)
     precisions = [p.strip() for p in args.compare.split(",")] if args.compare else [args.precision or "fp32"]
-    command = "holoburn validate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "holoburn validate"
+    # pictures are named by their source's opaque id here too: a lone picture's file name can name a patient
+    shown = [("image:1" if a == args.source else "--source=image:1" if a == f"--source={args.source}" else a)
+             if pictures else a for a in sys.argv[2:]]
+    command = "holoburn validate " + " ".join(shlex.quote(a) for a in shown) if len(sys.argv) > 2 else "holoburn validate"
     by_precision, scorers, summaries = {}, {}, {}
     for precision in precisions:
         config = load_config(args.config, {
@@ -217,8 +267,12 @@ def run_validate(args) -> int:
             "inference.backend": args.backend, "inference.precision": precision,
         })
         run_dir = out / precision if len(precisions) > 1 else out
+        readers = None
+        if pictures:
+            reader = open_reader(location, config, source_id="image:1")
+            truth, readers = PairedTruth(args.masks, reader.relative_names()), {args.source: reader}
         metrics, summary, scorer = validate_once(config, truth, run_dir, probabilities=not args.no_auc,
-                                                 bootstrap_block=args.bootstrap_block)
+                                                 bootstrap_block=args.bootstrap_block, readers=readers)
         by_precision[precision], scorers[precision], summaries[precision] = metrics, scorer, summary
     main = precisions[0]
     metrics = by_precision[main]
@@ -259,6 +313,8 @@ def _print_metrics(metrics: dict, out: Path, report: Path, drops: list, threshol
         if frames[key]:
             shown = ", ".join(map(str, frames[key][:10])) + (" ..." if len(frames[key]) > 10 else "")
             print(f"  WARNING: {len(frames[key])} {what}: {shown}")
+    if frames.get("masks_without_picture"):
+        print(f"  WARNING: {frames['masks_without_picture']} ground-truth masks named as no picture of the source")
     for reason, indices in frames["not_evaluated"].items():
         print(f"  WARNING: {len(indices)} frames not processed ({reason}), not scored")
     print(f"  metrics  {out / 'metrics.json'}\n  report   {report}")
