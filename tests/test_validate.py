@@ -33,8 +33,11 @@ def test_validate_scores_reports_and_accounts_for_missing_truth(tmp_path, tiny_c
     # the tiny model calls red full thickness, exactly the truth's left half (up to codec edges)
     assert any_burn["dice"] > 0.97 and any_burn["auc"] > 0.97
     assert metrics["run"]["backend"] == "onnxruntime" and metrics["command"].startswith("holoburn validate")
+    # the recorded command names no path (a folder can name a patient): the source by its id
+    assert str(tmp_path) not in metrics["command"] and "video:1" in metrics["command"]
     assert "WARNING: 2 frames without ground truth" in result.stdout
     html = (out / "report.html").read_text()
+    assert str(tmp_path) not in html
     assert "data:image/png;base64," in html and "decision support" in html.lower()
     # the same graph as run: results and overlay are there too
     assert len((out / "results.jsonl").read_text().splitlines()) == 12 and (out / "overlay.mp4").exists()

@@ -246,6 +246,31 @@ def validate_once(config: dict, truth: GroundTruth | PairedTruth, out_dir: Path,
     return metrics, summary, scorer
 
 
+#: arguments whose values are paths, and what the recorded command shows instead
+_PATH_PLACEHOLDERS = {"--masks": "MASKS", "--out": "OUT", "--config": "CONFIG", "--model": "MODEL_CARD",
+                      "--baseline": "BASELINE", "--save-masks": "MASKS_OUT"}
+
+
+def shown_arguments(argv: list[str], source: str) -> list[str]:
+    """The command line as reports and metrics record it: the source by its opaque id (as in every
+    output) and paths by placeholders, since a folder or file name can name a patient."""
+    kind = source.split(":", 1)[0] if ":" in source else "video"
+    shown, hide_next = [], None
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        if hide_next:
+            shown.append(hide_next)
+            hide_next = None
+        elif arg == source or (flag == "--source" and equals):
+            shown.append(f"--source={kind}:1" if equals else f"{kind}:1")
+        elif equals and flag in _PATH_PLACEHOLDERS:
+            shown.append(f"{flag}={_PATH_PLACEHOLDERS[flag]}")
+        else:
+            shown.append(arg)
+            hide_next = _PATH_PLACEHOLDERS.get(arg)
+    return shown
+
+
 def run_validate(args) -> int:
     from holoburn.app.run.replay import parse_lane_spec
     from holoburn.app.run.sources import open_reader, parse_source
@@ -255,10 +280,7 @@ def run_validate(args) -> int:
     truth = None if pictures else GroundTruth(args.masks)
     out = Path(args.out)
     precisions = [p.strip() for p in args.compare.split(",")] if args.compare else [args.precision or "fp32"]
-    # pictures are named by their source's opaque id here too: a lone picture's file name can name a patient
-    shown = [("image:1" if a == args.source else "--source=image:1" if a == f"--source={args.source}" else a)
-             if pictures else a for a in sys.argv[2:]]
-    command = "holoburn validate " + " ".join(shlex.quote(a) for a in shown) if len(sys.argv) > 2 else "holoburn validate"
+    command = "holoburn validate " + " ".join(shlex.quote(a) for a in shown_arguments(sys.argv[2:], args.source))
     by_precision, scorers, summaries = {}, {}, {}
     for precision in precisions:
         config = load_config(args.config, {
