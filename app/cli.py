@@ -105,6 +105,8 @@ SUBCOMMANDS = {
     "audit": ("app.cli", "add_audit_arguments", "run_audit", "check an audit log: holoburn audit verify LOG"),
     "engine": ("engines.toolchain", "add_engine_arguments", "run_engine", "build, list, verify or clear inference engines (fp32/fp16/int8, gated)"),
     "bench": ("app.benchmarks.cpu", "add_bench_arguments", "run_bench", "measure pipeline throughput against a plain loop"),
+    "dataset": ("app.datasets.command", "add_dataset_arguments", "run_dataset",
+                "import image+mask datasets (folder, COCO, nnU-Net, CVAT) into one layout; split them by case"),
     "synth": ("app.synthesis.synth", "add_synth_arguments", "run_synth", "generate synthetic burn scenes with ground truth"),
     "train": ("app.training.train", "add_train_arguments", "run_train", "train the burn-depth network (needs PyTorch)"),
     "trust": ("app.training.trust", "add_trust_arguments", "run_trust_command",
