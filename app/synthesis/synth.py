@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from holoburn.app.synthesis import variation
+from holoburn.clinical.errors import BadInput
 from holoburn.clinical.depth import (
     BACKGROUND,
     CLASS_NAMES,
@@ -786,13 +787,32 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--fps", type=float, default=30.0, help="video frame rate (default 30)")
     parser.add_argument("--png", action="store_true", help="also write every frame as a lossless PNG")
     parser.add_argument(
-        "--family", choices=FAMILIES, default="clinic",
-        help="scene family: clinic (default), varied (training), no_skin, contact (held out of training)",
+        "--family", choices=(*FAMILIES, "independent"), default="clinic",
+        help="scene family: clinic (default), varied (training), no_skin, contact (held out of training); "
+             "independent (app/synthesis/independent.py, only with --coco)",
     )
+    parser.add_argument("--coco", action="store_true",
+                        help="write photographs (images/*.jpg) and COCO polygons (annotations.json) instead of a "
+                             "video: annotated photos as a clinic would bring them, for `holoburn dataset import`")
     return parser
 
 
 def run_synth(args: argparse.Namespace) -> dict:
+    if args.coco:
+        from holoburn.app.synthesis.coco import write_coco
+        from holoburn.app.synthesis.independent import independent_frames
+
+        if args.family == "independent":
+            pairs = independent_frames(args.frames, args.seed, args.size)
+        else:
+            pairs = list(iter_frames(args.frames, args.seed, args.size, 1, family=args.family))
+        coco = write_coco(args.out, pairs)
+        print(f"synth: wrote {len(coco['images'])} photographs and {len(coco['annotations'])} COCO polygons "
+              f"to {os.path.abspath(args.out)}")
+        return coco
+    if args.family == "independent":
+        raise BadInput("--family independent writes only --coco photographs (it has no video form)")
+
     def report(done, total):
         if done == total or done % 100 == 0:
             print(f"synth: {done}/{total} frames", flush=True)

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shlex
+import sys
 import tempfile
 import time
 import warnings
@@ -661,19 +662,28 @@ def train(
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for the ONNX model, state dict, card and log")
+    parser.add_argument("--data", default=None,
+                        help="fine-tune on your own images: a dataset from `holoburn dataset import` and `split` "
+                             "(without it: the synthetic recipe of the shipped model)")
+    parser.add_argument("--init", choices=("shipped", "none"), default="shipped",
+                        help="with --data: start from the shipped model (default) or from random weights")
+    parser.add_argument("--resume", action="store_true", help="with --data: continue from the last checkpoint in --out")
+    parser.add_argument("--patience", type=int, default=6,
+                        help="with --data: stop when validation any-burn Dice has not improved for this many epochs")
     parser.add_argument("--frames", type=int, default=12000, help="training frames (default 12000)")
     parser.add_argument("--seed", type=int, default=1, help="training seed (default 1)")
     parser.add_argument("--size", type=synth.parse_size, default=(640, 480), help="frame WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--frames-per-scene", type=int, default=6, help="training frames per scene (default 6)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default 32; with --data 8)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3; with --data 1e-3)")
     parser.add_argument("--input-size", type=int, default=256, help="square model input side, multiple of 16 (default 256)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--heldout-frames", type=int, default=450, help="held-out frames (default 450)")
     parser.add_argument("--heldout-seed", type=int, default=1_000_001, help="held-out seed, never used in training")
     parser.add_argument("--workers", type=int, default=0, help="data processes (default: one per CPU)")
-    parser.add_argument("--model-id", default=MODEL_ID, help=f"model id and file stem (default {MODEL_ID})")
+    parser.add_argument("--model-id", default=None,
+                        help=f"model id and file stem (default {MODEL_ID}; with --data burn_unet_finetuned)")
     parser.add_argument("--max-train-minutes", type=float, default=None, help="stop training after this long (safety net)")
     return parser
 
@@ -695,7 +705,8 @@ def _command_line(args: argparse.Namespace) -> str:
         ("--heldout-seed", args.heldout_seed),
         ("--model-id", args.model_id),
     ):
-        parts += [flag, str(value)]
+        if value is not None:
+            parts += [flag, str(value)]
     if args.max_train_minutes:
         parts += ["--max-train-minutes", str(args.max_train_minutes)]
     return shlex.join(parts)
@@ -706,6 +717,17 @@ def run_train(args: argparse.Namespace) -> dict:
 
     if importlib.util.find_spec("torch") is None:
         raise SystemExit("holoburn train needs PyTorch: pip install 'holoburn[train]' (or torch==2.13.0)")
+    if args.data:
+        from holoburn.app.training.finetune import finetune
+
+        return finetune(
+            args.data, args.out, init=args.init, epochs=args.epochs, batch_size=args.batch_size or 8,
+            lr=args.lr or 1e-3, input_size=args.input_size, device=args.device, patience=args.patience,
+            seed=args.seed, model_id=args.model_id or "burn_unet_finetuned", resume=args.resume,
+            command=shlex.join(["holoburn", "train", *sys.argv[2:]]) if len(sys.argv) > 2 else "holoburn train",
+            progress=lambda line: print(line, flush=True),
+        )
+    args.batch_size, args.lr, args.model_id = args.batch_size or 32, args.lr or 3e-3, args.model_id or MODEL_ID
     return train(
         args.out,
         frames=args.frames,

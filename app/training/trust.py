@@ -57,7 +57,8 @@ def assess_frames(runtime, images, source="check"):
     return done
 
 
-def _confidences(runtime, images):
+def skin_confidences(runtime, images) -> list:
+    """Each image's mean top-class probability over skin pixels (None: no skin)."""
     return [f.findings.get("skin_confidence") for f in assess_frames(runtime, images)]
 
 
@@ -122,7 +123,7 @@ def run_trust(card_path, *, calibration_frames: int = 300, heldout_frames: int =
     card = load_card(card_path)
     size = (640, 480)
     calibration = [f for f, _ in synth.iter_frames(calibration_frames, CALIBRATION_SEED, size, 3, family="varied")]
-    scores = [c for c in _confidences(lane_runtime(card, AssessLimits(min_skin_confidence=None)), calibration) if c is not None]
+    scores = [c for c in skin_confidences(lane_runtime(card, AssessLimits(min_skin_confidence=None)), calibration) if c is not None]
     threshold = float(np.percentile(scores, 100 * (1 - pass_share)))
     progress(f"calibration: {len(scores)} held-in frames, threshold {threshold:.4f} (p{100 * (1 - pass_share):.0f})")
     runtime = lane_runtime(card, AssessLimits(min_skin_confidence=threshold))
