@@ -81,3 +81,9 @@ def test_deid_command(tmp_path):
     written = list((tmp_path / "clean").rglob("*.dcm"))
     assert len(written) == 1 and not find_identifiers(written[0].read_bytes())
     assert pydicom.dcmread(written[0]).PatientIdentityRemoved == "YES"
+
+
+def test_an_empty_dicom_folder_is_an_error(tmp_path):
+    (tmp_path / "study" / "series").mkdir(parents=True)  # folders, no file
+    result = holoburn("run", "--source", f"dicom:{tmp_path / 'study'}", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "holds no files" in result.stderr and "Traceback" not in result.stderr

@@ -24,6 +24,8 @@ class DicomReader:
         self.path = Path(location)
         if not self.path.exists():
             raise BadInput(f"DICOM source not found: {location} (give dicom:FILE, dicom:FOLDER or dicom:DICOMDIR)")
+        if self.path.is_dir() and not any(p.is_file() for p in self.path.rglob("*")):
+            raise BadInput(f"DICOM folder {location} holds no files: give the folder the study was exported to")
         audit_path = Path(audit_path or dicom["audit_log"])
         audit_path.parent.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog(audit_path)
