@@ -101,7 +101,9 @@ class RunRecorder:
         self.progress = progress
         self.backend = dict(backend or {})  # backend, precision, ... for every record
         self.backend_seen: dict = {}  # as the lanes reported it (the model may run in another process)
-        self.ledger = Ledger()
+        # no per-frame trips: a run's summary does not read them, and kept for every frame they
+        # grew a camera run's memory by about 1 KiB a frame (holoburn bench --soak)
+        self.ledger = Ledger(keep_trips=0)
         self.no_signal_written = dict.fromkeys(self.sources, 0)
         self.write_errors: list[str] = []
         self.full: OutputFull | None = None  # no room for more pictures: frames are recorded without them

@@ -36,6 +36,9 @@ def add_bench_arguments(p):
     p.add_argument("--model", help="model card YAML")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", metavar="FILE", help="write the full numbers here")
+    from holoburn.app.benchmarks.soak import add_soak_arguments
+
+    add_soak_arguments(p)
 
 
 def decode(location: str, limit: int) -> tuple[list, float]:
@@ -94,8 +97,13 @@ def run_bench(args) -> int:
         from holoburn.app.benchmarks.lanes import main as lanes_main
 
         return lanes_main(args.lanes)
+    if args.soak:
+        from holoburn.app.benchmarks.soak import run_soak
+
+        return run_soak(args)
     if not args.cpu:
-        print("holoburn bench: choose --cpu (pipeline vs plain loop) or --lanes --device cuda|cpu", file=sys.stderr)
+        print("holoburn bench: choose --cpu (pipeline vs plain loop), --soak (memory over minutes) "
+              "or --lanes --device cuda|cpu", file=sys.stderr)
         return 2
     location = args.source.partition(":")[2] if args.source else str(sample_video())
     frames, fps = decode(location, args.frames)
