@@ -67,6 +67,7 @@ class SourceSpec:
     reader: a media reader (video file, camera, DICOM, frames in memory); recording: (folder,
     basename) of a Holoscan recording instead. fps: pace the source at this rate (frames in
     memory played as a camera); realtime: pace a reader by its timestamps.
+    stop_requested: a threading.Event that ends the source where it is (a stop signal).
     """
 
     source_id: str
@@ -78,6 +79,7 @@ class SourceSpec:
     max_frames: int | None = None
     fps: float | None = None
     facts: SourceFacts = field(default_factory=SourceFacts)
+    stop_requested: object = None
 
 
 @dataclass
@@ -291,7 +293,8 @@ def compose_capture(app: BurnApp, fragment) -> list:
                                       name=f"source{i}_period")] if source.fps else []
             out = FrameSourceOp(fragment, *pace, reader=source.reader, source_id=source.source_id,
                                 realtime=source.realtime, loop=source.loop, max_frames=source.max_frames,
-                                as_tensors=plan.fragments, name=f"source{i}")
+                                stop_requested=source.stop_requested, as_tensors=plan.fragments,
+                                name=f"source{i}")
         outs.append(out)
     record = (plan.config.get("results") or {}).get("record_gxf")
     if record:

@@ -25,7 +25,9 @@ class FrameSourceOp(Operator):
     realtime: pace frames by their timestamps (as a camera would deliver them); otherwise as fast
     as the pipeline takes them. loop: start again at the end (for demos and soak runs); each pass
     continues the previous one's timestamps and frame indices. max_frames: stop after this many
-    frames (None: the whole source).
+    frames (None: the whole source). stop_requested: a threading.Event; once it is set the source
+    ends where it is, as at the end of its file, and the frames already emitted go on (a stop
+    signal).
 
     `missing`: frames the source listed but never delivered, over all passes: a video's frames
     absent from a truncated file (known when a pass reaches the end of the file, so a file left
@@ -33,13 +35,14 @@ class FrameSourceOp(Operator):
     """
 
     def __init__(self, fragment, *args, reader, source_id: str, realtime=False, loop=False, max_frames=None,
-                 as_tensors: bool = False, **kwargs):
+                 stop_requested=None, as_tensors: bool = False, **kwargs):
         self.reader = reader
         self.as_tensors = as_tensors  # the next operator is in another process: a tensor map, not a Python object
         self.source_id = source_id
         self.realtime = realtime
         self.loop = loop
         self.max_frames = max_frames
+        self.stop_requested = stop_requested  # (not `stop`: that is Operator.stop())
         self.emitted = 0
         self.missing = 0  # frames the source promised but never delivered
         self.decode_errors = 0  # frames in the file that did not decode (emitted with that status)
@@ -55,6 +58,9 @@ class FrameSourceOp(Operator):
 
     def compute(self, op_input, op_output, context):
         if self.reader is None:  # finished; the scheduler may ask once more before it stops
+            return
+        if self.stop_requested is not None and self.stop_requested.is_set():
+            self._finish()
             return
         if self.max_frames is not None and self.emitted >= self.max_frames:
             self.missing += self.reader.missing_frames  # a live source's gaps so far (0 for a file mid-way)

@@ -205,20 +205,24 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
                       readers=readers)
     started = time.time()
     recorder = run.plan.results
-    signals = []
-    try:
-        with stop_signals(signals):  # Holoscan stops the graph; the run still writes everything it has
+    # from here to the summary a stop signal never cuts a file short: it ends the sources, the run
+    # closes its files and writes its summary, then reports the stop
+    with stop_signals() as stop:
+        for source in run.plan.sources:
+            source.stop_requested = stop.requested
+        try:
             app = run_graph(run.plan, argv)
-    finally:
-        if isinstance(recorder, RunRecorder):
-            recorder.close()
-        if run.metrics is not None:
-            run.metrics.stop()
-    if not isinstance(recorder, RunRecorder):
-        return None
-    summary = write_summary(run, app, Path(out_dir), started, stopped_by=signals[0] if signals else None)
-    if signals:
-        raise Interrupted(signals[0], Path(out_dir))
+        finally:
+            if isinstance(recorder, RunRecorder):
+                recorder.close()
+            if run.metrics is not None:
+                run.metrics.stop()
+        if not isinstance(recorder, RunRecorder):
+            return None
+        stopped_by = stop.first()  # a signal after this moment finds the run finished
+        summary = write_summary(run, app, Path(out_dir), started, stopped_by=stopped_by)
+    if stopped_by:
+        raise Interrupted(stopped_by, Path(out_dir))
     if recorder.full is not None:
         lost = summary["output_full"]
         raise OutputFull(f"the run stopped: no room left to write in {out_dir} ({recorder.full}). "
@@ -229,20 +233,62 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
     return summary
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class StopRequest:
+    """The stop signals a run received, in order; `requested` is set at the first."""
+
+    requested: threading.Event = field(default_factory=threading.Event)
+    signals: list = field(default_factory=list)
+
+    def first(self) -> int | None:
+        return self.signals[0] if self.signals else None
+
+
 @contextmanager
-def stop_signals(received: list):
-    """SIGINT and SIGTERM during a run: noted (Holoscan's own handler stops the graph), so that the
-    run closes its files and writes its summary before it reports the stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def stop_signals():
+    """SIGINT and SIGTERM during a run: noted the moment they arrive, and the sources end (once the
+    graph runs, Holoscan's own handler also stops it), so that the run closes its files and writes
+    its summary before it reports the stop.
+
+    Python runs a signal handler only when the main thread runs Python, and during a run the main
+    thread is inside Holoscan: a signal that came before Holoscan's handler was in place (the
+    graph starting) would have been noted only when the run ended, which a looping source or a
+    camera never does. So the signal is taken from a wake-up pipe, which the interpreter writes
+    at once, by a thread of its own."""
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():  # signals are the main thread's
+        yield stop
         return
-    previous = {sig: signal.signal(sig, lambda number, _frame: received.append(number))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    previous = {sig: signal.signal(sig, lambda _number, _frame: None) for sig in STOP_SIGNALS}
+    previous_fd = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    watcher = threading.Thread(target=_note_stop_signals, args=(wake_read, stop), name="stop-signals", daemon=True)
+    watcher.start()
     try:
-        yield
+        yield stop
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.write(wake_write, b"\0")  # not a signal number: the watcher's end
+        watcher.join()
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def _note_stop_signals(wake_read: int, stop: StopRequest) -> None:
+    """The wake-up pipe carries one byte per signal, its number; 0 ends the watch."""
+    while True:
+        for number in os.read(wake_read, 64):
+            if number == 0:
+                return
+            if number in STOP_SIGNALS:
+                stop.signals.append(number)
+                stop.requested.set()
 
 
 class Interrupted(HoloburnError):
@@ -287,6 +333,8 @@ def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: i
         "stopped": "interrupted" if stopped_by else "output_full" if recorder.full else "end_of_sources",
         "output_full": _output_full(recorder, app) if recorder.full else None,
         "stop_signal": signal.Signals(stopped_by).name if stopped_by else None,
+        # frames the sources emitted that have no record: 0 unless a stop cut them off in the graph
+        "frames_not_written": _not_written(recorder, app),
         "outputs": {"results": "results.jsonl", "summary": "summary.json",
                     "overlays": list(recorder.overlay_names.values()),
                     "masks": str(recorder.masks_dir) if recorder.masks_dir else None},
@@ -313,12 +361,17 @@ def write_summary(run: Replay, app, out_dir: Path, started: float, stopped_by: i
 def _output_full(recorder: RunRecorder, app) -> dict:
     """What a run stopped by a full disk did not write: frames the sources emitted that have no
     record (held by the writer, or still in the graph when it stopped)."""
-    if app.feeds and all(hasattr(feed, "emitted") for feed in app.feeds):
-        not_written = sum(feed.emitted for feed in app.feeds) - recorder.ledger.frames_in
-    else:  # the sources run in another process, or a Holoscan recording's replayer counts nothing
-        not_written = recorder.not_written
+    not_written = _not_written(recorder, app)
     return {"error": str(recorder.full), "frames_without_pictures": recorder.ledger.dropped.get(OUTPUT_FULL, 0),
-            "frames_not_written": not_written}
+            "frames_not_written": recorder.not_written if not_written is None else not_written}
+
+
+def _not_written(recorder: RunRecorder, app) -> int | None:
+    """Frames the sources emitted that have no record; None where the sources cannot say (they run
+    in another process, or a Holoscan recording's replayer counts nothing)."""
+    if app.feeds and all(hasattr(feed, "emitted") for feed in app.feeds):
+        return sum(feed.emitted for feed in app.feeds) - recorder.ledger.frames_in
+    return None
 
 
 class SourceFailed(HoloburnError):
