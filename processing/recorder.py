@@ -249,10 +249,22 @@ class RunRecorder:
         except OSError as exc:  # a full disk or a vanished folder: reported in the summary, never silent
             self.write_errors.append(f"{source} frame {index}: {exc}")
 
-    def close(self) -> None:
+    def close(self, emitted: dict[str, int] | None = None, reason: str = "interrupted") -> None:
         """Write what is still held (frames whose predecessors never came), close every file;
-        an overlay that does not read back whole is a write error."""
+        an overlay that does not read back whole is a write error.
+
+        emitted: frames each source emitted (indices 0..n-1). A frame that never came back from the
+        graph (a stop signal ended it with the frame in flight) is recorded as dropped with
+        `reason`: every frame a source emitted has its line in results.jsonl."""
         with self._lock:
+            for source, count in (emitted or {}).items():
+                pending = self._pending.setdefault(source, {})
+                start = self._next.setdefault(source, 0)
+                fps = getattr(self.sources.get(source), "fps", 0.0) or 0.0
+                for index in range(start, count):
+                    if index not in pending:
+                        lost = Frame.of(source, index, index / fps if fps else 0.0).drop(reason)
+                        pending[index] = (lost, None, (), None)
             for source in self._pending:
                 if self._results is not None:
                     self._flush_or_stop(source, everything=True)

@@ -210,11 +210,12 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
     with stop_signals() as stop:
         for source in run.plan.sources:
             source.stop_requested = stop.requested
+        app = None
         try:
             app = run_graph(run.plan, argv)
         finally:
             if isinstance(recorder, RunRecorder):
-                recorder.close()
+                recorder.close(emitted_by_source(app), "interrupted" if stop.first() else "not_returned")
             if run.metrics is not None:
                 run.metrics.stop()
         if not isinstance(recorder, RunRecorder):
@@ -364,6 +365,14 @@ def _output_full(recorder: RunRecorder, app) -> dict:
     not_written = _not_written(recorder, app)
     return {"error": str(recorder.full), "frames_without_pictures": recorder.ledger.dropped.get(OUTPUT_FULL, 0),
             "frames_not_written": recorder.not_written if not_written is None else not_written}
+
+
+def emitted_by_source(app) -> dict[str, int] | None:
+    """Frames each source of this process emitted (None: the sources run elsewhere or cannot say)."""
+    feeds = getattr(app, "feeds", None)
+    if not feeds or not all(hasattr(feed, "emitted") for feed in feeds):
+        return None
+    return {feed.source_id: feed.emitted for feed in feeds}
 
 
 def _not_written(recorder: RunRecorder, app) -> int | None:
