@@ -1,5 +1,9 @@
 import sys
 
-from holoburn.app.cli import main
+try:  # Ctrl-C while the modules load (before any output exists): a plain exit, no traceback
+    from holoburn.app.cli import main
 
-sys.exit(main())
+    sys.exit(main())
+except KeyboardInterrupt:
+    print("holoburn: interrupted", file=sys.stderr)
+    sys.exit(130)

@@ -148,7 +148,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handlers: nothing written yet
+        print("holoburn: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     graph = command in GRAPH_COMMANDS
     if graph:
@@ -168,9 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     except HoloburnError as exc:  # declared errors (clinical/errors.py): a message and an exit code, no traceback
         print(f"holoburn {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("holoburn: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
