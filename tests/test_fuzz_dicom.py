@@ -87,7 +87,7 @@ def test_run_and_deid_on_the_fuzzed_tree(tree, tmp_path):
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert json.loads(summary)["frames_in"] == len(records)
     assert any(r["status"] == "ok" for r in records)  # the good file's frame was processed
-    deid = holoburn("deid", str(tree), str(tmp_path / "deid"))
+    deid = holoburn("deid", str(tree), str(tmp_path / "deid"), "--audit-log", str(tmp_path / "audit.jsonl"))
     assert "Traceback" not in deid.stderr, deid.stderr[-3000:]
     assert deid.returncode in (0, 1), deid.stderr[-3000:]  # 1: some files were skipped, each named
     assert list((tmp_path / "deid").rglob("*.dcm"))

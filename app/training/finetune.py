@@ -40,6 +40,7 @@ from holoburn.app.training.train import (
     _resolve_device,
     count_parameters,
     export_onnx,
+    training_log,
 )
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
 from holoburn.clinical.errors import BadInput
@@ -204,14 +205,8 @@ def finetune(
                        f"validation {len(val_images)}); split with other fractions or import more cases")
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / f"{model_id}_checkpoint.pt"
-    log_file = open(out / f"{model_id}_train.log", "a" if resume else "w")
+    say, log_file = training_log(out / f"{model_id}_train.log", "a" if resume else "w", progress)
     started = time.perf_counter()
-
-    def say(message: str):
-        line = f"[{time.perf_counter() - started:7.1f}s] {message}"
-        log_file.write(line + "\n")
-        log_file.flush()
-        progress(line)
 
     dev = _resolve_device(device)
     torch.manual_seed(seed)

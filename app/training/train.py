@@ -394,6 +394,20 @@ def _dice_loss(logits, labels, num_classes: int):
     return 1.0 - dice[present].mean()
 
 
+def training_log(path: Path, mode: str, progress: Callable[[str], None]):
+    """(say, file): say(message) writes '[seconds] message' to the log file and to progress."""
+    log_file = open(path, mode)
+    started = time.perf_counter()
+
+    def say(message: str):
+        line = f"[{time.perf_counter() - started:7.1f}s] {message}"
+        log_file.write(line + "\n")
+        log_file.flush()
+        progress(line)
+
+    return say, log_file
+
+
 def train(
     out_dir,
     *,
@@ -434,15 +448,7 @@ def train(
     synth._check_args(frames, seed, size, frames_per_scene, even=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log_path = out / f"{model_id}_train.log"
-    log_file = open(log_path, "w")
-    started = time.perf_counter()
-
-    def say(message: str):
-        line = f"[{time.perf_counter() - started:7.1f}s] {message}"
-        log_file.write(line + "\n")
-        log_file.flush()
-        progress(line)
+    say, log_file = training_log(out / f"{model_id}_train.log", "w", progress)
 
     dev = _resolve_device(device)
     torch.manual_seed(seed)
