@@ -283,3 +283,29 @@ def test_a_heic_phone_picture_with_the_plugin(tmp_path):
     image, _, status = ImageReader(str(tmp_path), name="image:1").next_frame()
     assert status == "ok" and image.shape == (160, 120, 3)
     assert image[:60, :, 0].mean() > 180 and image[100:, :, 1].mean() > 180
+
+
+def test_validate_scores_known_pixels_of_an_imported_datasets_labels(tmp_path, tiny_card):
+    """Labels of `holoburn dataset import` (6 burn of unknown depth, 255 unknown) are left out of
+    the scores, counted; a label no dataset defines makes that frame unscored, named by its reason."""
+    pictures, masks = tmp_path / "pictures", tmp_path / "masks"
+    pictures.mkdir()
+    masks.mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(pictures / f"{name}.png"), cv2.cvtColor(red_green(60, 80), cv2.COLOR_RGB2BGR))
+    truth = np.ones((60, 80), np.uint8)
+    truth[:, :40] = 5
+    partial = truth.copy()
+    partial[:10, :10], partial[50:, 70:] = 255, 6
+    cv2.imwrite(str(masks / "a.png"), truth)
+    cv2.imwrite(str(masks / "b.png"), partial)
+    strange = truth.copy()
+    strange[0, 0] = 9
+    cv2.imwrite(str(masks / "c.png"), strange)
+    out = tmp_path / "val"
+    result = holoburn("validate", "--source", f"image:{pictures}", "--masks", masks, "--model", tiny_card, "--out", out)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["evaluated"] == 2 and metrics["frames"]["not_evaluated"] == {"truth_unknown_label": [2]}
+    assert metrics["unscored_truth_pixels"] == 100 + 100
+    assert metrics["pixel_pooled"]["any_burn"]["dice"] > 0.95

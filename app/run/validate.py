@@ -11,7 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from holoburn.app.datasets.labels import BURN_UNSPECIFIED
+from holoburn.app.datasets.labels import UNKNOWN as UNKNOWN_LABEL
 from holoburn.clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
+from holoburn.clinical.depth import NUM_CLASSES
 from holoburn.clinical.errors import BadInput
 from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
 from holoburn.clinical.triage import TriagePolicy, triage_level
@@ -136,6 +139,7 @@ class Scorer:
         self.not_assessable: dict[str, int] = {}
         self.worst = WorstFrames(examples)
         self.seen: set[int] = set()
+        self.unscored_pixels = 0  # truth pixels of unknown class or burn of unknown depth, left out
 
     def __call__(self, frame, record) -> None:
         self.seen.add(frame.index)
@@ -149,9 +153,20 @@ class Scorer:
         if truth.shape != frame.mask.shape[:2]:  # e.g. a mask drawn on a picture before its EXIF turn
             self.accumulator.note_not_evaluated(frame.index, "truth_size_differs")
             return
+        predicted = frame.mask
         probs = None
         if self.probabilities and frame.logits is not None:
             probs = restore_probabilities(softmax(np.asarray(frame.logits[0], np.float32)), frame.letterbox)
+        known = truth < NUM_CLASSES
+        if not known.all():
+            # an imported dataset's labels (app/datasets): 6 burn of unknown depth, 255 unknown
+            if not np.isin(truth[~known], (BURN_UNSPECIFIED, UNKNOWN_LABEL)).all():
+                self.accumulator.note_not_evaluated(frame.index, "truth_unknown_label")
+                return
+            # scored on the pixels whose class is known, as one row of pixels
+            self.unscored_pixels += int((~known).sum())
+            truth, predicted = truth[known][None, :], predicted[known][None, :]
+            probs = None if probs is None else np.asarray(probs).reshape(probs.shape[-3], -1)[:, known.ravel()][:, None, :]
         truth_findings = burn_findings(count_pixels(truth), region_pct=self.region_pct)
         # a frame that is not assessable has no %TBSA and no triage: left out of those statistics
         # (the coverage says how many), never scored as triage "none"
@@ -159,11 +174,13 @@ class Scorer:
                       truth_tbsa_pct=truth_findings["tbsa_pct"],
                       predicted_triage=record["triage"]["level"] if record["triage"] else None,
                       truth_triage=triage_level(truth_findings, policy=self.policy)["level"])
-        self.accumulator.add(frame.index, truth, frame.mask, probs, **scored)
+        self.accumulator.add(frame.index, truth, predicted, probs, **scored)
         if record["assessable"]:
-            self.assessed.add(frame.index, truth, frame.mask, probs, **scored)
+            self.assessed.add(frame.index, truth, predicted, probs, **scored)
             # the input picture where the lane kept it on the host (CPU), else the overlay (GPU lanes)
-            self.worst.offer(frame.index, frame.image if frame.image is not None else frame.overlay, truth, frame.mask)
+            if truth.shape == frame.mask.shape:  # pictures only where the whole truth is known
+                self.worst.offer(frame.index, frame.image if frame.image is not None else frame.overlay, truth,
+                                 frame.mask)
         else:  # no numbers and no triage reached the clinician: listed apart, never as a miss or false alarm
             reason = record["not_assessable_reason"]
             self.not_assessable[reason] = self.not_assessable.get(reason, 0) + 1
@@ -243,6 +260,8 @@ def validate_once(config: dict, truth: GroundTruth | PairedTruth, out_dir: Path,
                                                    "precision", "device", "frames_in", "processed", "dropped")}
     metrics["latency_basis"] = latency_basis(config, summary)
     metrics["worst_frames"] = scorer.worst.summary()
+    # an imported dataset's truth pixels that no class score can use: burn of unknown depth (6), unknown (255)
+    metrics["unscored_truth_pixels"] = scorer.unscored_pixels
     return metrics, summary, scorer
 
 
