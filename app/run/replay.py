@@ -201,13 +201,13 @@ def replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_
         # frames cross between fragments as tensor maps, which Holoscan's UCX transmitter serializes
         # into a buffer of 127 KiB by default: make room for a 1080p frame and its mask
         os.environ.setdefault("HOLOSCAN_UCX_SERIALIZATION_BUFFER_SIZE", str(32 << 20))
-    run = plan_replay(config, specs, out_dir, observers=observers, keep_logits=keep_logits, progress=progress, argv=argv,
-                      readers=readers)
-    started = time.time()
-    recorder = run.plan.results
-    # from here to the summary a stop signal never cuts a file short: it ends the sources, the run
-    # closes its files and writes its summary, then reports the stop
+    # from before the outputs are opened to the summary a stop signal never cuts a file short: it
+    # ends the sources, the run closes its files and writes its summary, then reports the stop
     with stop_signals() as stop:
+        run = plan_replay(config, specs, out_dir, observers=observers, keep_logits=keep_logits, progress=progress,
+                          argv=argv, readers=readers)
+        started = time.time()
+        recorder = run.plan.results
         for source in run.plan.sources:
             source.stop_requested = stop.requested
         app = None
