@@ -89,6 +89,19 @@ def any_burn_dice(confusion: np.ndarray, burn_classes=BURN_CLASSES) -> float:
     return float(2 * tp / denom) if denom else float("nan")
 
 
+def dice_summary(confusion: np.ndarray) -> dict:
+    """From a confusion matrix: any-burn Dice (NaN when undefined), Dice per class by name (None
+    where a class is absent from truth and prediction), and the mean Dice of the burn depths that
+    are present (None when none is)."""
+    dice = dice_per_class(confusion)
+    depth = [float(dice[c]) for c in BURN_CLASSES if not np.isnan(dice[c])]
+    return {
+        "any_burn_dice": any_burn_dice(confusion),
+        "dice": {name: (None if np.isnan(d) else float(d)) for name, d in zip(CLASS_NAMES, dice)},
+        "mean_depth_dice": float(np.mean(depth)) if depth else None,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # one-vs-rest counts and ratios
 

@@ -121,6 +121,14 @@ def read_mask_pixels(path: Path, shown_as: str) -> np.ndarray:
         raise SampleProblem("unreadable", shown_as, f"not a readable mask ({_reason(exc)})") from None
 
 
+def read_label_values(path: Path, shown_as: str, why_grey: str) -> np.ndarray:
+    """A mask file's (H, W) label values; a colour mask is the problem `why_grey` explains."""
+    values = read_mask_pixels(path, shown_as)
+    if values.ndim == 3:
+        raise SampleProblem("unknown_label", shown_as, why_grey)
+    return values
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).split(" (")[0] if isinstance(exc, Image.DecompressionBombError) else str(exc)
     return text or type(exc).__name__
@@ -202,11 +210,8 @@ def read_folder(src: Path, images_dir: Path | None = None) -> Found:
         mask_shown = shown(mask, src)
 
         def read_labels(height: int, width: int) -> SourceMask:
-            values = read_mask_pixels(mask, mask_shown)
-            if values.ndim == 3:
-                raise SampleProblem("unknown_label", mask_shown, "the mask is in colour; a 'folder' mask holds "
-                                    "label values (grey or palette); export it as class indices")
-            return values_mask(values)
+            return values_mask(read_label_values(mask, mask_shown, "the mask is in colour; a 'folder' mask holds "
+                                                 "label values (grey or palette); export it as class indices"))
 
         return Sample(image.relative_to(image_root).as_posix(), (image,), read_labels, mask_shown)
 
@@ -279,10 +284,8 @@ def _nnunet_sample(case: str, files: dict[int, Path], label_file: Path, src: Pat
     mask_shown = shown(label_file, src)
 
     def read_labels(height: int, width: int) -> SourceMask:
-        values = read_mask_pixels(label_file, mask_shown)
-        if values.ndim == 3:
-            raise SampleProblem("unknown_label", mask_shown, "the label file is in colour; nnU-Net labels are "
-                                "one value per pixel")
+        values = read_label_values(label_file, mask_shown, "the label file is in colour; nnU-Net labels are "
+                                   "one value per pixel")
         return values_mask(values, names)
 
     return Sample(case, tuple(files[c] for c in sorted(files)), read_labels, mask_shown)

@@ -378,9 +378,8 @@ def emitted_by_source(app) -> dict[str, int] | None:
 def _not_written(recorder: RunRecorder, app) -> int | None:
     """Frames the sources emitted that have no record; None where the sources cannot say (they run
     in another process, or a Holoscan recording's replayer counts nothing)."""
-    if app.feeds and all(hasattr(feed, "emitted") for feed in app.feeds):
-        return sum(feed.emitted for feed in app.feeds) - recorder.ledger.frames_in
-    return None
+    emitted = emitted_by_source(app)
+    return None if emitted is None else sum(emitted.values()) - recorder.ledger.frames_in
 
 
 class SourceFailed(HoloburnError):

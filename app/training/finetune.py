@@ -40,13 +40,13 @@ from holoburn.app.training.train import (
     _resolve_device,
     count_parameters,
     export_onnx,
+    predict_masks,
     training_log,
 )
 from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
 from holoburn.clinical.errors import BadInput
-from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
+from holoburn.clinical.metrics import confusion_matrix, dice_summary
 from holoburn.engines.unet import WIDTHS, build_model
-from holoburn.processing.preprocess import prepare_input, restore_mask
 
 BURN_UNSPECIFIED = 6  # app.datasets.labels: burn of some depth, depth not given
 BOOTSTRAP = 500
@@ -55,8 +55,8 @@ BOOTSTRAP = 500
 # ----------------------------------------------------------------------------- data
 
 
-def read_split(dest: Path, name: str) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """(ids, RGB images, label masks) of one split of an imported dataset."""
+def read_dataset(dest: Path) -> tuple[dict, dict]:
+    """(dataset.json, splits.json) of an imported and split dataset, the split checked against it."""
     splits_path = dest / "splits.json"
     if not (dest / "dataset.json").is_file():
         raise BadInput(f"{dest} is not a holoburn dataset (no dataset.json): run `holoburn dataset import` first")
@@ -66,7 +66,11 @@ def read_split(dest: Path, name: str) -> tuple[list[str], list[np.ndarray], list
     info = json.loads((dest / "dataset.json").read_text())
     if splits.get("dataset_fingerprint") != info.get("fingerprint", {}).get("sha256"):
         raise BadInput(f"{splits_path} was made for another version of {dest}: split it again")
-    ids = list(splits.get(name) or [])
+    return info, splits
+
+
+def read_split(dest: Path, ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(RGB images, label masks) of one split's image ids."""
     images, labels = [], []
     for image_id in ids:
         bgr = cv2.imread(str(dest / "images" / f"{image_id}.png"), cv2.IMREAD_COLOR)
@@ -75,7 +79,7 @@ def read_split(dest: Path, name: str) -> tuple[list[str], list[np.ndarray], list
             raise BadInput(f"{dest}: image {image_id} or its label cannot be read or differ in size; import again")
         images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         labels.append(label)
-    return ids, images, labels
+    return images, labels
 
 
 def letterboxed(images, labels, input_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,15 +126,10 @@ def frame_confusions(predicted: list[np.ndarray], truths: list[np.ndarray]) -> t
 
 
 def scores(confusions: np.ndarray, burn: np.ndarray) -> dict:
-    confusion = confusions.sum(0)
-    dice = dice_per_class(confusion)
+    """Dice of the known pixels; any-burn Dice with burn of unknown depth counted as burn."""
     tp, fp, fn = burn.sum(0)
-    depth = [dice[c] for c in BURN_CLASSES if not np.isnan(dice[c])]
-    return {
-        "any_burn_dice": float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None,
-        "dice": {name: (None if np.isnan(d) else float(d)) for name, d in zip(CLASS_NAMES, dice)},
-        "mean_depth_dice": float(np.mean(depth)) if depth else None,
-    }
+    return {**dice_summary(confusions.sum(0)),
+            "any_burn_dice": float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else None}
 
 
 def with_intervals(confusions: np.ndarray, burn: np.ndarray, seed: int = 0) -> dict:
@@ -148,16 +147,6 @@ def with_intervals(confusions: np.ndarray, burn: np.ndarray, seed: int = 0) -> d
     point["dice_ci95"] = {name: interval(lambda d, n=name: d["dice"][n]) for name in CLASS_NAMES}
     point["images"] = int(len(burn))
     return point
-
-
-def predict_masks(predict: Callable, images, input_size: int, batch: int = 8) -> list[np.ndarray]:
-    """Class masks at image size, through the pipeline's own letterbox and restore."""
-    masks = []
-    for start in range(0, len(images), batch):
-        inputs, boxes = zip(*(prepare_input(im, input_size, MEAN_RGB, STD_RGB) for im in images[start : start + batch]))
-        logits = np.asarray(predict(np.concatenate(inputs, 0)))
-        masks += [restore_mask(square, box) for square, box in zip(logits.argmax(1).astype(np.uint8), boxes)]
-    return masks
 
 
 # ----------------------------------------------------------------------------- training
@@ -197,9 +186,10 @@ def finetune(
     data, out = Path(data_dir), Path(out_dir)
     if init not in ("shipped", "none"):
         raise BadInput(f"--init must be shipped or none, got {init!r}")
-    _, train_images, train_labels = read_split(data, "train")
-    val_ids, val_images, val_labels = read_split(data, "validation")
-    test_ids, test_images, test_labels = read_split(data, "test")
+    info, splits = read_dataset(data)
+    train_images, train_labels = read_split(data, splits.get("train") or [])
+    val_images, val_labels = read_split(data, splits.get("validation") or [])
+    test_images, test_labels = read_split(data, splits.get("test") or [])
     if not train_images or not val_images:
         raise BadInput(f"{data}: the train and validation splits need images (train {len(train_images)}, "
                        f"validation {len(val_images)}); split with other fractions or import more cases")
@@ -212,9 +202,10 @@ def finetune(
     torch.manual_seed(seed)
     model = build_model().to(dev)
     shipped = load_card(DEFAULT_CARD)
+    # the shipped weights: the start (--init shipped), and what the test split compares against
+    shipped_state = torch.load(shipped.path.parent / shipped.raw["torch_state_dict"], map_location="cpu")
     if init == "shipped":
-        state = torch.load(shipped.path.parent / shipped.raw["torch_state_dict"], map_location=dev)
-        model.load_state_dict(state)
+        model.load_state_dict(shipped_state)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps_per_epoch = max(1, math.ceil(len(train_images) / batch_size))
     total_steps = epochs * steps_per_epoch
@@ -310,10 +301,8 @@ def finetune(
     if test_images:  # and the model it started from, on the same test split: what fine-tuning gained
         test = with_intervals(*frame_confusions(predict_masks(on_cpu(model), test_images, input_size), test_labels))
         base = build_model()
-        base.load_state_dict(torch.load(shipped.path.parent / shipped.raw["torch_state_dict"], map_location="cpu"))
+        base.load_state_dict(shipped_state)
         shipped_test = scores(*frame_confusions(predict_masks(on_cpu(base), test_images, input_size), test_labels))
-    info = json.loads((data / "dataset.json").read_text())
-    splits = json.loads((data / "splits.json").read_text())
     card = {
         "model_id": model_id,
         "onnx": onnx_path.name,
@@ -345,7 +334,7 @@ def finetune(
             "seconds": round(time.perf_counter() - started, 1),
             "command": command,
         },
-        "validation": {"best_any_burn_dice": round(best, 4), "images": len(val_ids)},
+        "validation": {"best_any_burn_dice": round(best, 4), "images": len(val_images)},
         "test": test,
         "test_of_the_initial_model": shipped_test,
         "export": {"opset": OPSET, "onnxruntime_vs_torch_max_abs_diff": check["max_abs_diff_vs_torch"]},
@@ -359,7 +348,7 @@ def finetune(
     card["assessability"] = calibrate_threshold(card_path, val_images)
     card_path.write_text(yaml.safe_dump(card, sort_keys=False, width=100, default_flow_style=None))
     if test:
-        say(f"test split ({len(test_ids)} images): any-burn Dice {test['any_burn_dice']:.3f} "
+        say(f"test split ({len(test_images)} images): any-burn Dice {test['any_burn_dice']:.3f} "
             f"{test['any_burn_dice_ci95']}, mean depth Dice {test['mean_depth_dice']}; the initial model "
             f"{shipped_test['any_burn_dice']:.3f}")
     say(f"card written: {card_path}")
@@ -369,14 +358,11 @@ def finetune(
 
 
 def calibrate_threshold(card_path: Path, images, pass_share: float = 0.98) -> dict:
-    """The out-of-domain threshold recalibrated on the validation images: the percentile of their
-    skin confidence that lets `pass_share` of them through (None when none shows skin)."""
-    from holoburn.app.training.trust import lane_runtime, skin_confidences
-    from holoburn.clinical.assessability import AssessLimits
+    """The out-of-domain threshold recalibrated on the validation images (trust.calibrate)."""
+    from holoburn.app.training.trust import calibrate
     from holoburn.engines.card import load_card
 
-    values = [c for c in skin_confidences(lane_runtime(load_card(card_path), AssessLimits()), images) if c is not None]
-    threshold = round(float(np.percentile(values, 100 * (1 - pass_share))), 4) if values else None
-    return {"min_skin_confidence": threshold,
+    threshold, values = calibrate(load_card(card_path), images, pass_share)
+    return {"min_skin_confidence": None if threshold is None else round(threshold, 4),
             "calibration": {"data": f"the validation split, {len(images)} images", "pass_share": pass_share,
                             "images_with_skin": len(values)}}

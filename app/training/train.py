@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from holoburn.app.synthesis import photos, synth
-from holoburn.clinical.depth import BURN_CLASSES, CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
-from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
+from holoburn.clinical.depth import CLASS_COLOURS_RGB, CLASS_NAMES, NUM_CLASSES
+from holoburn.clinical.metrics import confusion_matrix, dice_summary
 from holoburn.processing.preprocess import prepare_input, restore_mask
 from holoburn.engines.unet import WIDTHS, build_model
 from holoburn.media.video import VideoReader  # the architecture lives below app/ for the torch backend
@@ -198,29 +198,24 @@ def read_heldout(directory) -> tuple[list[np.ndarray], list[np.ndarray]]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(predict: Callable, frames, masks, input_size: int, batch: int = 16) -> dict:
-    """Dice at frame resolution: `predict((N, 3, S, S) float32) -> (N, C, S, S)` logits.
-
-    Each frame goes through `prepare_input`, the prediction through argmax and `restore_mask`,
-    exactly as in the pipeline. Returns any-burn Dice, per-class Dice, the mean Dice of the four
-    burn depths and the confusion matrix (rows truth, columns prediction).
-    """
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    for start in range(0, len(frames), batch):
-        chunk = frames[start : start + batch]
-        inputs, boxes = zip(*(prepare_input(f, input_size, MEAN_RGB, STD_RGB) for f in chunk))
+def predict_masks(predict: Callable, images, input_size: int, batch: int = 16) -> list[np.ndarray]:
+    """Class masks at image size: `predict((N, 3, S, S) float32) -> (N, C, S, S)` logits, each image
+    through `prepare_input` and the prediction through argmax and `restore_mask`, as in the pipeline."""
+    masks = []
+    for start in range(0, len(images), batch):
+        inputs, boxes = zip(*(prepare_input(im, input_size, MEAN_RGB, STD_RGB) for im in images[start : start + batch]))
         logits = np.asarray(predict(np.concatenate(inputs, 0)))
-        squares = logits.argmax(1).astype(np.uint8)
-        for square, box, truth in zip(squares, boxes, masks[start : start + batch]):
-            confusion += confusion_matrix(truth, restore_mask(square, box))
-    dice = dice_per_class(confusion)
-    depth = [float(dice[c]) for c in BURN_CLASSES]
-    return {
-        "any_burn_dice": any_burn_dice(confusion),
-        "dice": {name: (None if math.isnan(d) else float(d)) for name, d in zip(CLASS_NAMES, dice)},
-        "mean_depth_dice": float(np.nanmean(depth)) if not all(math.isnan(d) for d in depth) else None,
-        "confusion": confusion.tolist(),
-    }
+        masks += [restore_mask(square, box) for square, box in zip(logits.argmax(1).astype(np.uint8), boxes)]
+    return masks
+
+
+def evaluate(predict: Callable, frames, masks, input_size: int, batch: int = 16) -> dict:
+    """Dice at frame resolution (`predict_masks`): any-burn Dice, per-class Dice, the mean Dice of
+    the burn depths and the confusion matrix (rows truth, columns prediction)."""
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for truth, predicted in zip(masks, predict_masks(predict, frames, input_size, batch)):
+        confusion += confusion_matrix(truth, predicted)
+    return {**dice_summary(confusion), "confusion": confusion.tolist()}
 
 
 # ----------------------------------------------------------------------------- export

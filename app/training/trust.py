@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from holoburn.app.synthesis import photos, synth
-from holoburn.clinical.depth import BURN_CLASSES, NUM_CLASSES
-from holoburn.clinical.metrics import any_burn_dice, confusion_matrix, dice_per_class
+from holoburn.clinical.assessability import UNCERTAIN, AssessLimits
+from holoburn.clinical.depth import BURN_CLASSES, HEALTHY_SKIN, NUM_CLASSES
+from holoburn.clinical.metrics import confusion_matrix, dice_summary
 from holoburn.processing.frame import Frame
 
 CALIBRATION_SEED = 5_000_001
@@ -62,6 +63,14 @@ def skin_confidences(runtime, images) -> list:
     return [f.findings.get("skin_confidence") for f in assess_frames(runtime, images)]
 
 
+def calibrate(card, images, pass_share: float = 0.98) -> tuple[float | None, list[float]]:
+    """The out-of-domain threshold for `card`: the percentile of the images' skin confidence that
+    lets `pass_share` of them through (None when none shows skin), and those confidences."""
+    values = [c for c in skin_confidences(lane_runtime(card, AssessLimits(min_skin_confidence=None)), images)
+              if c is not None]
+    return (float(np.percentile(values, 100 * (1 - pass_share))) if values else None), values
+
+
 def _dice(frames, masks):
     """Dice over the frames' shown masks (uncertain pixels count as healthy skin: no burn shown)."""
     if not frames:
@@ -69,11 +78,10 @@ def _dice(frames, masks):
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for frame, truth in zip(frames, masks):
         shown = frame.extra.get("shown_mask", frame.mask)
-        confusion += confusion_matrix(truth, np.where(shown == 255, 1, shown))
-    per_class = dice_per_class(confusion)
-    depth = [per_class[c] for c in BURN_CLASSES if not np.isnan(per_class[c])]
-    return {"any_burn_dice": round(float(any_burn_dice(confusion)), 4),
-            "mean_depth_dice": round(float(np.mean(depth)), 4) if depth else None}
+        confusion += confusion_matrix(truth, np.where(shown == UNCERTAIN, HEALTHY_SKIN, shown))
+    summary = dice_summary(confusion)
+    depth = summary["mean_depth_dice"]
+    return {"any_burn_dice": round(summary["any_burn_dice"], 4), "mean_depth_dice": None if depth is None else round(depth, 4)}
 
 
 def check_family(runtime, pairs) -> dict:
@@ -117,14 +125,12 @@ def run_trust(card_path, *, calibration_frames: int = 300, heldout_frames: int =
     import yaml
 
     from holoburn.app.synthesis import independent
-    from holoburn.clinical.assessability import AssessLimits
     from holoburn.engines.card import load_card
 
     card = load_card(card_path)
     size = (640, 480)
     calibration = [f for f, _ in synth.iter_frames(calibration_frames, CALIBRATION_SEED, size, 3, family="varied")]
-    scores = [c for c in skin_confidences(lane_runtime(card, AssessLimits(min_skin_confidence=None)), calibration) if c is not None]
-    threshold = float(np.percentile(scores, 100 * (1 - pass_share)))
+    threshold, scores = calibrate(card, calibration, pass_share)
     progress(f"calibration: {len(scores)} held-in frames, threshold {threshold:.4f} (p{100 * (1 - pass_share):.0f})")
     runtime = lane_runtime(card, AssessLimits(min_skin_confidence=threshold))
     report = {
