@@ -79,7 +79,7 @@ def _thumbnail(image_rgb: np.ndarray, width: int = 256) -> np.ndarray:
     millisecond on a 1080p frame (it runs on every frame, the emergency lane's included). OpenCV's
     nearest-neighbour resize picks the pixels and lets other threads run meanwhile."""
     height, full_width = image_rgb.shape[:2]
-    step = max(1, -(-full_width // width))
+    step = thumbnail_step(full_width, width)
     if step == 1:
         return np.ascontiguousarray(image_rgb)
     return cv2.resize(image_rgb, (-(-full_width // step), -(-height // step)), interpolation=cv2.INTER_NEAREST)
@@ -105,31 +105,78 @@ def modality_problem(modality: str | None, photometric: str | None = None) -> st
     return None
 
 
+@dataclass(frozen=True)
+class PictureStats:
+    """What the picture checks look at, measured on a thumbnail of the frame (every n-th pixel,
+    about 256 wide): `picture_stats` on the host, the same sums on the device in the GPU lanes.
+
+    grey_mean: mean luma (0..255); bright_share: share of pixels with luma above 245; colour:
+    mean absolute difference of neighbouring channels (|R-G| and |G-B|, averaged); sharpness:
+    variance of the Laplacian of the grey thumbnail."""
+
+    grey_mean: float
+    bright_share: float
+    colour: float
+    sharpness: float
+
+    @classmethod
+    def from_sums(cls, sums) -> "PictureStats":
+        """From the sums the device kernel gathers: pixels, luma, bright pixels, |R-G|, |G-B|,
+        Laplacian, Laplacian squared."""
+        n, luma, bright, rg, gb, lap, lap2 = (float(v) for v in sums)
+        if n <= 0:
+            return cls(0.0, 0.0, 0.0, 0.0)
+        mean_lap = lap / n
+        return cls(luma / n, bright / n, (rg / n + gb / n) / 2, max(0.0, lap2 / n - mean_lap * mean_lap))
+
+
+def thumbnail_step(width: int, target: int = 256) -> int:
+    """Every n-th pixel of a frame `width` wide makes a thumbnail about `target` wide."""
+    return max(1, -(-width // target))
+
+
+def check_frame_shape(image_rgb, limits: AssessLimits) -> None:
+    """A picture of another shape cannot be judged at all: BadFrame (works on any array with a
+    shape and a dtype, host or device)."""
+    shape, dtype = tuple(image_rgb.shape), str(image_rgb.dtype)
+    if len(shape) != 3 or shape[2] != 3 or dtype != "uint8" or not all(shape):
+        raise BadFrame("not_rgb", f"expected an (H, W, 3) uint8 RGB frame, got {dtype} {shape}")
+    if min(shape[:2]) < limits.min_frame_side:
+        raise BadFrame("frame_too_small", f"a {shape[1]}x{shape[0]} frame is below the "
+                                          f"{limits.min_frame_side} px minimum (assess.min_frame_side)")
+
+
+def picture_stats(image_rgb: np.ndarray) -> PictureStats:
+    """(H, W, 3) uint8 RGB on the host -> its PictureStats. OpenCV throughout: each step runs in C
+    with the GIL released (the lanes' threads share it)."""
+    small = _thumbnail(image_rgb)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    bright = cv2.countNonZero(cv2.threshold(grey, 245, 1, cv2.THRESH_BINARY)[1]) / grey.size
+    red, green, blue = cv2.split(small)
+    colour = (cv2.mean(cv2.absdiff(red, green))[0] + cv2.mean(cv2.absdiff(green, blue))[0]) / 2
+    _, spread = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
+    return PictureStats(cv2.mean(grey)[0], bright, colour, float(spread[0, 0]) ** 2)
+
+
+def picture_problem(stats: PictureStats, limits: AssessLimits) -> str | None:
+    """The picture's own problem from its stats: reason or None. Exposure first: a dark picture
+    has little colour left, and is a problem of the picture."""
+    if stats.grey_mean < limits.dark_luma or stats.bright_share > limits.bright_share:
+        return IMAGE_QUALITY
+    if stats.colour < limits.min_colour:
+        return NOT_A_PHOTOGRAPH
+    if stats.sharpness < limits.min_sharpness:
+        return IMAGE_QUALITY
+    return None
+
+
 def image_problem(image_rgb: np.ndarray, limits: AssessLimits) -> str | None:
     """The picture's own problem, before the model runs: (H, W, 3) uint8 RGB -> reason or None.
     A picture of another shape cannot be judged at all: BadFrame."""
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8 or not image_rgb.size:
-        raise BadFrame("not_rgb", f"expected an (H, W, 3) uint8 RGB frame, got {image_rgb.dtype} {tuple(image_rgb.shape)}")
-    if min(image_rgb.shape[:2]) < limits.min_frame_side:
-        raise BadFrame("frame_too_small", f"a {image_rgb.shape[1]}x{image_rgb.shape[0]} frame is below the "
-                                          f"{limits.min_frame_side} px minimum (assess.min_frame_side)")
+    check_frame_shape(image_rgb, limits)
     if not limits.picture_checks:
         return None
-    # OpenCV throughout: each step runs in C with the GIL released (the lanes' threads share it)
-    small = _thumbnail(image_rgb)
-    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-    # exposure first: a dark picture has little colour left, and is a problem of the picture
-    bright = cv2.countNonZero(cv2.threshold(grey, 245, 1, cv2.THRESH_BINARY)[1]) / grey.size
-    if cv2.mean(grey)[0] < limits.dark_luma or bright > limits.bright_share:
-        return IMAGE_QUALITY
-    red, green, blue = cv2.split(small)
-    colour = (cv2.mean(cv2.absdiff(red, green))[0] + cv2.mean(cv2.absdiff(green, blue))[0]) / 2
-    if colour < limits.min_colour:
-        return NOT_A_PHOTOGRAPH
-    _, spread = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
-    if float(spread[0, 0]) ** 2 < limits.min_sharpness:
-        return IMAGE_QUALITY
-    return None
+    return picture_problem(picture_stats(image_rgb), limits)
 
 
 def pixel_votes(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,12 +20,15 @@ def _xp(x):
     return np
 
 
-_COLOUR_LUT = np.zeros((1, 256, 3), np.uint8)
-_COLOUR_LUT[0, : len(CLASS_COLOURS_RGB)] = CLASS_COLOURS_RGB
-_TINT_LUT = np.zeros(256, np.uint8)
-_TINT_LUT[: len(TINTED)] = TINTED
-_COLOUR_LUT[0, UNCERTAIN] = (150, 150, 150)  # burn the model is not sure of: grey, no depth colour
-_TINT_LUT[UNCERTAIN] = 1
+#: colour and tint of every mask value (0..255): the classes, and UNCERTAIN (burn the model is not
+#: sure of) grey, without a depth colour; the GPU lanes' tint kernel uses the same tables
+COLOUR_TABLE = np.zeros((256, 3), np.uint8)
+COLOUR_TABLE[: len(CLASS_COLOURS_RGB)] = CLASS_COLOURS_RGB
+COLOUR_TABLE[UNCERTAIN] = (150, 150, 150)
+TINT_TABLE = np.zeros(256, np.uint8)
+TINT_TABLE[: len(TINTED)] = TINTED
+TINT_TABLE[UNCERTAIN] = 1
+_COLOUR_LUT = COLOUR_TABLE[None]  # cv2.LUT's (1, 256, 3) shape
 
 
 def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
@@ -41,10 +44,10 @@ def tint(frame_rgb, mask, alpha: float = 0.45, out=None):
             out = frame_rgb.copy()
         else:
             out[...] = frame_rgb
-        cv2.copyTo(blended, cv2.LUT(mask, _TINT_LUT), out)
+        cv2.copyTo(blended, cv2.LUT(mask, TINT_TABLE), out)
         return out
-    colours = xp.asarray(CLASS_COLOURS_RGB, dtype=xp.float32)
-    weight = xp.asarray(TINTED, dtype=xp.float32)[mask] * alpha  # (H, W)
+    colours = xp.asarray(COLOUR_TABLE, dtype=xp.float32)
+    weight = xp.asarray(TINT_TABLE, dtype=xp.float32)[mask] * alpha  # (H, W)
     blended = frame_rgb * (1.0 - weight[..., None]) + colours[mask] * weight[..., None]
     if out is None:
         out = xp.empty_like(frame_rgb)

@@ -43,19 +43,23 @@ import numpy as np
 
 from holoburn.clinical.assessability import (
     AssessLimits,
+    PictureStats,
     UNCERTAIN,
-    image_problem,
+    check_frame_shape,
     modality_problem,
     model_problem,
     not_assessable_findings,
+    picture_problem,
+    picture_stats,
     pixel_votes,
     skin_confidence,
+    thumbnail_step,
     uncertain_burn,
 )
 from holoburn.clinical.burn_size import burn_findings, count_pixels
-from holoburn.clinical.depth import CLASS_COLOURS_RGB, SKIN_CLASSES, TINTED
+from holoburn.clinical.depth import BURN_CLASSES, SKIN_CLASSES
 from holoburn.processing.lanes import LanePolicy
-from holoburn.clinical.overlay import DEMONSTRATION, annotate, summary_lines, tint
+from holoburn.clinical.overlay import COLOUR_TABLE, DEMONSTRATION, TINT_TABLE, annotate, summary_lines, tint
 from holoburn.clinical.errors import BackendFailure, BadFrame
 from holoburn.clinical.triage import Lane, TriagePolicy, triage_level
 from holoburn.processing.preprocess import letterbox_geometry, nearest_indices, prepare_input, restore_mask, segment
@@ -245,17 +249,149 @@ if (yy < 0 || yy >= bh || xx < 0 || xx >= bw) {
 """
 
 _ARGMAX_SRC = r"""
-// logits (B, C, S*S) -> index of the first maximum over C, as argmax does
+// logits (B, C, S*S) -> index of the first maximum over C, as argmax does; for a burn class also
+// whether its probability (softmax max, 1 / sum exp(l - max), as clinical.assessability has it)
+// is below min_conf: the model is unsure of that pixel's depth
 const int b = i / SS;
 const int p = i % SS;
 const T* base = &logits[0] + (size_t)b * C * SS + p;
-T best = base[0];
-unsigned char arg = 0;
+float best = (float)base[0];
+int arg = 0;
 for (int k = 1; k < C; ++k) {
-    const T v = base[(size_t)k * SS];
-    if (v > best) { best = v; arg = (unsigned char)k; }
+    const float v = (float)base[(size_t)k * SS];
+    if (v > best) { best = v; arg = k; }
 }
-mask = arg;
+mask = (unsigned char)arg;
+unsigned char doubt = 0;
+if (arg >= first_burn && arg <= last_burn) {
+    float z = 0.0f;
+    for (int k = 0; k < C; ++k) z += expf((float)base[(size_t)k * SS] - best);
+    doubt = (1.0f / z) < min_conf;
+}
+unsure = doubt;
+"""
+
+# What is shown and counted: the class mask with burn the model is unsure of, and burn regions
+# smaller than min_region_px (8-connected, one depth), set to 255 (UNCERTAIN), as
+# clinical.assessability.uncertain_burn has it; the class mask itself stays as the model said
+# (validation and exports use it, as on the CPU lanes). Connected components by union-find over the picture
+# of each square mask (the letterbox's top, left, height, width), with a fixed number of launches
+# and no host round trip. blockIdx.y: the frame of the group; labels are frame-local indices.
+_REGIONS_SRC = r"""
+__device__ int root_of(const int* label, int x) {
+    int up = label[x];
+    while (up != x) { x = up; up = label[x]; }
+    return x;
+}
+__device__ void unite(int* label, int a, int b) {
+    while (true) {
+        a = root_of(label, a);
+        b = root_of(label, b);
+        if (a == b) return;
+        if (a < b) { const int t = a; a = b; b = t; }
+        const int was = atomicMin(&label[a], b);
+        if (was == a) return;  // a was a root: now it hangs under b
+        a = was;               // a had been hung elsewhere meanwhile: join that tree with b too
+    }
+}
+#define PICTURE_LOOP \
+    const size_t base = (size_t)blockIdx.y * S * S; \
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < bh * bw; p += gridDim.x * blockDim.x) { \
+        const int y = p / bw, x = p % bw; \
+        const int idx = (top + y) * S + left + x;
+#define IS_BURN(c) ((c) >= first_burn && (c) <= last_burn)
+
+extern "C" __global__ void regions_init(int* label, int* area, const int S, const int top, const int left,
+                                        const int bh, const int bw) {
+    PICTURE_LOOP
+        label[base + idx] = idx;
+        area[base + idx] = 0;
+    }
+}
+extern "C" __global__ void regions_merge(const unsigned char* cls, int* label, const int S, const int top,
+                                         const int left, const int bh, const int bw, const int first_burn,
+                                         const int last_burn) {
+    PICTURE_LOOP
+        const unsigned char* c = cls + base;
+        int* L = label + base;
+        const int k = c[idx];
+        if (!IS_BURN(k)) continue;
+        if (x > 0 && c[idx - 1] == k) unite(L, idx, idx - 1);
+        if (y > 0) {
+            const int up = idx - S;
+            if (x > 0 && c[up - 1] == k) unite(L, idx, up - 1);
+            if (c[up] == k) unite(L, idx, up);
+            if (x < bw - 1 && c[up + 1] == k) unite(L, idx, up + 1);
+        }
+    }
+}
+extern "C" __global__ void regions_area(const unsigned char* cls, int* label, int* area, const int S, const int top,
+                                        const int left, const int bh, const int bw, const int first_burn,
+                                        const int last_burn) {
+    PICTURE_LOOP
+        if (!IS_BURN(cls[base + idx])) continue;
+        const int r = root_of(label + base, idx);
+        label[base + idx] = r;
+        atomicAdd(&area[base + r], 1);
+    }
+}
+extern "C" __global__ void regions_mark(const unsigned char* cls, const unsigned char* unsure, const int* label,
+                                        const int* area, unsigned char* shown, const int S, const int top,
+                                        const int left, const int bh, const int bw, const int first_burn,
+                                        const int last_burn, const int min_area) {
+    PICTURE_LOOP
+        const unsigned char k = cls[base + idx];
+        const bool doubt = IS_BURN(k) && (unsure[base + idx] || area[base + label[base + idx]] < min_area);
+        shown[base + idx] = doubt ? 255 : k;
+    }
+}
+"""
+
+# The picture checks' sums (clinical.assessability.PictureStats) on the device, from the uploaded
+# frame: the thumbnail OpenCV's nearest-neighbour resize makes (source index floor(x * ifx),
+# clipped), its luma as cv2.COLOR_RGB2GRAY computes it (fixed point, 14 bits), the Laplacian
+# (ksize 1, reflect-101 border). Per frame (blockIdx.y): pixels, luma, bright pixels, |R-G|,
+# |G-B|, Laplacian, Laplacian squared, added into sums[frame * 7 ...] (zeroed beforehand).
+_PICTURE_SRC = r"""
+__device__ int luma_at(const unsigned char* img, const int W, const int sy, const int sx) {
+    const unsigned char* px = img + ((size_t)sy * W + sx) * 3;
+    return (px[0] * 4899 + px[1] * 9617 + px[2] * 1868 + (1 << 13)) >> 14;
+}
+__device__ int source_index(const int t, const double inv, const int limit) {
+    const int s = (int)floor(t * inv);
+    return s < limit - 1 ? s : limit - 1;
+}
+extern "C" __global__ void picture_sums(const unsigned char* frames, const int H, const int W, const int th,
+                                        const int tw, const double ify, const double ifx, double* sums) {
+    __shared__ double acc[7][256];
+    const unsigned char* img = frames + (size_t)blockIdx.y * H * W * 3;
+    double v[7] = {0, 0, 0, 0, 0, 0, 0};
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < th * tw; p += gridDim.x * blockDim.x) {
+        const int ty = p / tw, tx = p % tw;
+        const int sy = source_index(ty, ify, H), sx = source_index(tx, ifx, W);
+        const unsigned char* px = img + ((size_t)sy * W + sx) * 3;
+        const int grey = luma_at(img, W, sy, sx);
+        const int ym = ty > 0 ? ty - 1 : (th > 1 ? 1 : 0), yp = ty < th - 1 ? ty + 1 : (th > 1 ? th - 2 : 0);
+        const int xm = tx > 0 ? tx - 1 : (tw > 1 ? 1 : 0), xp = tx < tw - 1 ? tx + 1 : (tw > 1 ? tw - 2 : 0);
+        const int lap = luma_at(img, W, source_index(ym, ify, H), sx) + luma_at(img, W, source_index(yp, ify, H), sx)
+                      + luma_at(img, W, sy, source_index(xm, ifx, W)) + luma_at(img, W, sy, source_index(xp, ifx, W))
+                      - 4 * grey;
+        v[0] += 1.0;
+        v[1] += grey;
+        v[2] += grey > 245 ? 1.0 : 0.0;
+        v[3] += abs((int)px[0] - (int)px[1]);
+        v[4] += abs((int)px[1] - (int)px[2]);
+        v[5] += lap;
+        v[6] += (double)lap * lap;
+    }
+    for (int k = 0; k < 7; ++k) acc[k][threadIdx.x] = v[k];
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) for (int k = 0; k < 7; ++k) acc[k][threadIdx.x] += acc[k][threadIdx.x + s];
+        __syncthreads();
+    }
+    if (threadIdx.x < 7) atomicAdd(&sums[blockIdx.y * 7 + threadIdx.x], acc[threadIdx.x][0]);
+}
 """
 
 _RESTORE_SRC = r"""
@@ -281,21 +417,24 @@ out = (unsigned char)v;
 """
 
 _HISTOGRAM_SRC = r"""
+// counts (B, classes + 1): pixels of each class, and in the last column the uncertain ones (255)
 extern "C" __global__ void class_histogram(const unsigned char* mask, const long long pixels,
                                            const int classes, int* counts) {
     extern __shared__ int local[];
     const int b = blockIdx.y;
-    for (int k = threadIdx.x; k < classes; k += blockDim.x) local[k] = 0;
+    const int buckets = classes + 1;
+    for (int k = threadIdx.x; k < buckets; k += blockDim.x) local[k] = 0;
     __syncthreads();
     const unsigned char* frame = mask + (size_t)b * pixels;
     for (long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x; p < pixels;
          p += (long long)gridDim.x * blockDim.x) {
         const int k = frame[p];
         if (k < classes) atomicAdd(&local[k], 1);
+        else if (k == 255) atomicAdd(&local[classes], 1);
     }
     __syncthreads();
-    for (int k = threadIdx.x; k < classes; k += blockDim.x) {
-        if (local[k]) atomicAdd(&counts[b * classes + k], local[k]);
+    for (int k = threadIdx.x; k < buckets; k += blockDim.x) {
+        if (local[k]) atomicAdd(&counts[b * buckets + k], local[k]);
     }
 }
 """
@@ -362,7 +501,8 @@ def fused_kernels() -> dict:
                 "int32 S, int32 top, int32 left, int32 bh, int32 bw",
                 "float32 out", _PREPROCESS_SRC, "holoburn_letterbox_normalise")
             _kernels["argmax"] = cp.ElementwiseKernel(
-                "raw T logits, int32 C, int32 SS", "uint8 mask", _ARGMAX_SRC, "holoburn_argmax")
+                "raw T logits, int32 C, int32 SS, float32 min_conf, int32 first_burn, int32 last_burn",
+                "uint8 mask, uint8 unsure", _ARGMAX_SRC, "holoburn_argmax")
             _kernels["restore"] = cp.ElementwiseKernel(
                 "raw uint8 square, raw int32 rowi, raw int32 coli, int32 H, int32 W, int32 S, int32 top, int32 left",
                 "uint8 mask", _RESTORE_SRC, "holoburn_restore_mask")
@@ -370,6 +510,10 @@ def fused_kernels() -> dict:
                 "uint8 frames, raw uint8 mask, raw bool tinted, raw float32 colours, float32 alpha",
                 "uint8 out", _TINT_SRC, "holoburn_tint")
             _kernels["histogram"] = cp.RawKernel(_HISTOGRAM_SRC, "class_histogram")
+            regions = cp.RawModule(code=_REGIONS_SRC)
+            for name in ("init", "merge", "area", "mark"):
+                _kernels[f"regions_{name}"] = regions.get_function(f"regions_{name}")
+            _kernels["picture_sums"] = cp.RawKernel(_PICTURE_SRC, "picture_sums")
             confidence = cp.RawModule(code=_CONFIDENCE_SRC, options=("-std=c++14",))
             _kernels["confidence_float32"] = confidence.get_function("skin_confidence_f32")
             _kernels["confidence_float16"] = confidence.get_function("skin_confidence_f16")
@@ -491,11 +635,20 @@ class LaneRuntime:
         """The sink is done with the batch: its buffer set may take the next one."""
         self.release_slot(batch.slot)
 
+    #: where the picture checks (exposure, colour, sharpness) run: on the host before the model
+    #: (CPU lanes), or on the device beside it, decided when the batch ends (GPU lanes)
+    picture_checks_on_host = True
+
     def check_picture(self, frame: Frame) -> None:
-        """Before the picture leaves the host: is it a usable colour photograph?"""
+        """Before the picture goes further: a frame the lane can take (else BadFrame), and is it a
+        colour photograph? Only its shape and its DICOM facts are looked at where the picture
+        checks run on the device."""
         origin = dict(frame.info.origin)
-        problem = (modality_problem(origin.get("modality"), origin.get("photometric"))
-                   or image_problem(frame.image, self.limits))
+        problem = modality_problem(origin.get("modality"), origin.get("photometric"))
+        if not problem:  # (a DICOM that is not a photograph is not judged by its pixels at all)
+            check_frame_shape(frame.image, self.limits)
+            if self.picture_checks_on_host and self.limits.picture_checks:
+                problem = picture_problem(picture_stats(frame.image), self.limits)
         if problem:
             frame.extra["not_assessable"] = problem
 
@@ -560,15 +713,7 @@ class CpuLaneRuntime(LaneRuntime):
 
     def postprocess(self, batch: LaneBatch) -> None:
         for i, frame in enumerate(batch.live):
-            box = frame.letterbox
-            frame.mask = segment(batch.logits[i : i + 1], box)
-            picture = batch.logits[i, :, box.top : box.top + box.height, box.left : box.left + box.width]
-            classes, top = pixel_votes(picture)
-            _, confidence = skin_confidence(classes, top)
-            # what is shown and counted: the mask, with burn the model is unsure of marked uncertain
-            unsure = np.zeros((box.size, box.size), np.uint8)
-            unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(classes, top, self.limits)
-            shown = np.where(restore_mask(unsure, box).view(bool), UNCERTAIN, frame.mask).astype(np.uint8)
+            frame.mask, shown, confidence = masks_of(batch.logits[i], frame.letterbox, self.limits)
             frame.findings = self.findings_for(frame, count_pixels(shown), confidence)
             if frame.findings["assessable"]:  # a frame that is not assessable has no numbers at all
                 frame.findings["uncertain_pixels"] = int(np.count_nonzero(shown == UNCERTAIN))
@@ -595,6 +740,20 @@ class CpuLaneRuntime(LaneRuntime):
         self.frames += len(batch.frames)
 
 
+def masks_of(logits: np.ndarray, box, limits: AssessLimits):
+    """One frame's (C, S, S) logits on the host -> (class mask at frame size, the mask as shown
+    and counted: burn the model is unsure of UNCERTAIN, mean top-class probability over skin
+    pixels or None). The reference the GPU lanes' kernels are held to."""
+    mask = segment(logits[None], box)
+    picture = logits[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    classes, top = pixel_votes(picture)
+    _, confidence = skin_confidence(classes, top)
+    unsure = np.zeros((box.size, box.size), np.uint8)
+    unsure[box.top : box.top + box.height, box.left : box.left + box.width] = uncertain_burn(classes, top, limits)
+    shown = np.where(restore_mask(unsure, box).view(bool), UNCERTAIN, mask).astype(np.uint8)
+    return mask, shown, confidence
+
+
 @dataclass
 class FrameGeometry:
     """Device buffers and lookup tables of one frame size in one lane (all made at start-up).
@@ -605,7 +764,8 @@ class FrameGeometry:
     box: Any
     frames: list  # per slot (B, H, W, 3) uint8: device staging of the uploaded frames
     host_staging: list  # per slot (B, H, W, 3) uint8 pinned: for frames not already in pinned memory
-    masks: list  # per slot (B, H, W) uint8
+    masks: list  # per slot (B, H, W) uint8: the class mask
+    shown: list  # per slot (B, H, W) uint8: the class mask as shown and counted (uncertain burn: UNCERTAIN)
     overlays: list  # per slot (B, H, W, 3) uint8
     tables: dict  # letterbox resize: row0/row1/roww, col0/col1/colw; mask restore: rowi, coli
 
@@ -623,6 +783,8 @@ class GpuLaneRuntime(LaneRuntime):
     outputs_in_slots = True
 
     device = "cuda"
+
+    picture_checks_on_host = False
 
     def __init__(self, policy: LanePolicy, *, frame_sizes=((1080, 1920),), stream_priority: int = 0, **kwargs):
         import cupy as cp
@@ -642,8 +804,17 @@ class GpuLaneRuntime(LaneRuntime):
         B, S, C, n = policy.batch_size, self.card.input_size, self.card.num_classes, self.slots
         self.model_input = [self._zeros((B, 3, S, S), np.float32) for _ in range(n)]
         self.square_mask = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
-        self.counts = [self.memory.array((B, C), np.int32) for _ in range(n)]
-        self.counts_host = [self._pinned((B, C), np.int32) for _ in range(n)]
+        # pixels per class, and in the last column the uncertain ones (UNCERTAIN)
+        self.counts = [self.memory.array((B, C + 1), np.int32) for _ in range(n)]
+        self.counts_host = [self._pinned((B, C + 1), np.int32) for _ in range(n)]
+        # uncertain burn: the pixels the model is unsure of, and the burn regions (labels, areas)
+        self.unsure = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
+        self.square_shown = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
+        self.region_label = [self.memory.array((B, S, S), np.int32) for _ in range(n)]
+        self.region_area = [self.memory.array((B, S, S), np.int32) for _ in range(n)]
+        # the picture checks' sums per frame (clinical.assessability.PictureStats.from_sums)
+        self.picture = [self.memory.array((B, 7), np.float64) for _ in range(n)]
+        self.picture_host = [self._pinned((B, 7), np.float64) for _ in range(n)]
         # per frame: sum of the top-class probability over skin pixels, and their number (out_of_domain)
         self.confidence = [self.memory.array((B, 2), np.float32) for _ in range(n)]
         self.confidence_host = [self._pinned((B, 2), np.float32) for _ in range(n)]
@@ -652,8 +823,8 @@ class GpuLaneRuntime(LaneRuntime):
         self.done_events = [cp.cuda.Event() for _ in range(n)]
         self.mean = self._constant(np.asarray(self.card.mean, np.float32))
         self.inv_std = self._constant(1.0 / cp.asarray(self.card.std, dtype=cp.float32))  # as prepare_input has it
-        self.tinted = self._constant(np.asarray(TINTED, np.bool_))
-        self.colours = self._constant(np.asarray(CLASS_COLOURS_RGB, np.float32))
+        self.tinted = self._constant(np.asarray(TINT_TABLE, np.bool_))  # per mask value 0..255
+        self.colours = self._constant(np.asarray(COLOUR_TABLE, np.float32))
         self.geometries: dict[tuple, FrameGeometry] = {}
         for height, width in frame_sizes:
             self.geometry(int(height), int(width))
@@ -724,6 +895,7 @@ class GpuLaneRuntime(LaneRuntime):
             frames=[self.memory.array((B, height, width, 3), np.uint8) for _ in range(n)],
             host_staging=[self._pinned((B, height, width, 3), np.uint8) for _ in range(n)],
             masks=[self.memory.array((B, height, width), np.uint8) for _ in range(n)],
+            shown=[self.memory.array((B, height, width), np.uint8) for _ in range(n)],
             overlays=[self.memory.array((B, height, width, 3), np.uint8) for _ in range(n)],
             tables=tables,
         )
@@ -764,9 +936,7 @@ class GpuLaneRuntime(LaneRuntime):
         if self._stream is None:
             self.bind(None)
         for frame in list(batch.live):
-            if type(frame.image).__module__.startswith("cupy"):
-                continue  # already on the device: no host check (out_of_domain is not measured on GPU lanes yet)
-            try:  # on the host still: a frame the lane can take, a usable colour photograph?
+            try:  # a frame the lane can take? a colour photograph by its DICOM facts? (no pixel read)
                 self.check_picture(frame)
             except BadFrame as exc:
                 log.warning("%s frame %d: %s", frame.source, frame.index, exc)
@@ -800,6 +970,15 @@ class GpuLaneRuntime(LaneRuntime):
                         self.host_copies["upload_via_pinned_staging"] += 1
                     frame.image = None  # from here on the lane's device copy is the frame
                     frame.letterbox = g.box
+                if self.limits.picture_checks:  # exposure, colour, sharpness: sums, judged in finish()
+                    sums = self.picture[slot][row : row + len(members)]
+                    sums.fill(0)
+                    step = thumbnail_step(g.width)
+                    th, tw = -(-g.height // step), -(-g.width // step)
+                    self.kernels["picture_sums"](
+                        (max(1, min(32, -(-th * tw // 1024))), len(members)), (256,),
+                        (staging, np.int32(g.height), np.int32(g.width), np.int32(th), np.int32(tw),
+                         np.float64(1.0 / (th / g.height)), np.float64(1.0 / (tw / g.width)), sums))
                 t = g.tables
                 self.kernels["preprocess"](
                     staging, t["row0"], t["row1"], t["roww"], t["col0"], t["col1"], t["colw"], self.mean,
@@ -823,7 +1002,11 @@ class GpuLaneRuntime(LaneRuntime):
                 batch.logits = logits
             if not logits.flags.c_contiguous:
                 raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
-            self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), self.square_mask[batch.slot][:n])
+            slot = batch.slot
+            self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), np.float32(self.limits.min_pixel_confidence),
+                                   np.int32(min(BURN_CLASSES)), np.int32(max(BURN_CLASSES)),
+                                   self.square_mask[slot][:n], self.unsure[slot][:n])
+            self._mark_uncertain(batch)
             # the engine's output is the lane's, shared by its batches: what the frames need of it is
             # taken now, in the stage that ran it
             confidence = self.confidence[batch.slot]
@@ -835,6 +1018,22 @@ class GpuLaneRuntime(LaneRuntime):
                 kernel((blocks_x, len(members)), (256,),
                        (logits[row:], np.int32(C), np.int32(S), np.int32(box.top), np.int32(box.left),
                         np.int32(box.height), np.int32(box.width), confidence[row:]))
+
+    def _mark_uncertain(self, batch: LaneBatch) -> None:
+        """The square masks as shown and counted: burn pixels the model is unsure of, and burn
+        regions of one depth smaller than `min_region_px`, UNCERTAIN (clinical.assessability.uncertain_burn)."""
+        k, slot, S = self.kernels, batch.slot, self.card.input_size
+        burn = (np.int32(min(BURN_CLASSES)), np.int32(max(BURN_CLASSES)))
+        for g, row, members in batch.groups:
+            box = g.box
+            geometry = (np.int32(S), np.int32(box.top), np.int32(box.left), np.int32(box.height), np.int32(box.width))
+            grid = (max(1, min(256, -(-(box.height * box.width) // 256))), len(members))
+            cls, label, area = self.square_mask[slot][row:], self.region_label[slot][row:], self.region_area[slot][row:]
+            k["regions_init"](grid, (256,), (label, area, *geometry))
+            k["regions_merge"](grid, (256,), (cls, label, *geometry, *burn))
+            k["regions_area"](grid, (256,), (cls, label, area, *geometry, *burn))
+            k["regions_mark"](grid, (256,), (cls, self.unsure[slot][row:], label, area, self.square_shown[slot][row:],
+                                             *geometry, *burn, np.int32(self.limits.min_region_px)))
 
     def postprocess(self, batch: LaneBatch) -> None:
         """Masks at frame size and class counts (the counts go back to pinned host memory)."""
@@ -851,17 +1050,20 @@ class GpuLaneRuntime(LaneRuntime):
             counts = self.counts[slot]
             counts[:n].fill(0)
             for g, row, members in batch.groups:
-                masks = g.masks[slot][: len(members)]
-                k["restore"](self.square_mask[slot][row:], g.tables["rowi"], g.tables["coli"], np.int32(g.height),
-                             np.int32(g.width), np.int32(S), np.int32(g.box.top), np.int32(g.box.left), masks)
+                masks, shown = g.masks[slot][: len(members)], g.shown[slot][: len(members)]
+                for square, out in ((self.square_mask[slot][row:], masks), (self.square_shown[slot][row:], shown)):
+                    k["restore"](square, g.tables["rowi"], g.tables["coli"], np.int32(g.height), np.int32(g.width),
+                                 np.int32(S), np.int32(g.box.top), np.int32(g.box.left), out)
                 pixels = g.height * g.width
                 blocks_x = max(1, min(128, -(-pixels // (256 * 32))))
                 k["histogram"]((blocks_x, len(members)), (256,),
-                               (masks, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * C)
+                               (shown, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * (C + 1))
                 for j, frame in enumerate(members):
                     frame.mask = masks[j]
             counts[:n].get(stream=self._stream, out=self.counts_host[slot][:n], blocking=False)
             self.confidence[slot][:n].get(stream=self._stream, out=self.confidence_host[slot][:n], blocking=False)
+            if self.limits.picture_checks:
+                self.picture[slot][:n].get(stream=self._stream, out=self.picture_host[slot][:n], blocking=False)
             self.host_copies["counts_to_host"] += 1
 
     def overlay(self, batch: LaneBatch) -> None:
@@ -871,7 +1073,7 @@ class GpuLaneRuntime(LaneRuntime):
         with self._on_lane():
             for g, row, members in batch.groups:
                 out = g.overlays[slot][: len(members)]
-                k["tint"](g.frames[slot][: len(members)], g.masks[slot], self.tinted, self.colours,
+                k["tint"](g.frames[slot][: len(members)], g.shown[slot], self.tinted, self.colours,
                           np.float32(self.alpha), out)
                 for j, frame in enumerate(members):
                     frame.overlay = out[j]
@@ -886,10 +1088,17 @@ class GpuLaneRuntime(LaneRuntime):
         if ready:
             batch.gpu_ms = self._cp.cuda.get_elapsed_time(self.start_events[batch.slot], self.done_events[batch.slot])
             counts, confidence = self.counts_host[batch.slot], self.confidence_host[batch.slot]
+            C = self.card.num_classes
             for i, frame in enumerate(batch.live):
+                if self.limits.picture_checks and "not_assessable" not in frame.extra:
+                    problem = picture_problem(PictureStats.from_sums(self.picture_host[batch.slot][i]), self.limits)
+                    if problem:
+                        frame.extra["not_assessable"] = problem
                 skin_sum, skin_pixels = float(confidence[i, 0]), float(confidence[i, 1])
-                frame.findings = self.findings_for(frame, [int(c) for c in counts[i]],
+                frame.findings = self.findings_for(frame, [int(c) for c in counts[i, :C]],
                                                    skin_sum / skin_pixels if skin_pixels else None)
+                if frame.findings["assessable"]:  # as on the CPU lanes: no numbers for a frame not assessable
+                    frame.findings["uncertain_pixels"] = int(counts[i, C])
             for g, row, members in batch.groups:
                 for j, frame in enumerate(members):
                     if frame.findings["assessable"] is False:  # shown as it is, never tinted

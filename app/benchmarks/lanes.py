@@ -218,8 +218,7 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
 
     from holoburn.clinical.overlay import tint
     from holoburn.processing.preprocess import prepare_input
-    from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime
-    from holoburn.processing.preprocess import segment
+    from holoburn.processing.runtime import CpuLaneRuntime, GpuLaneRuntime, masks_of
 
     out = {}
     policy = policies[Lane.EMERGENCY]
@@ -248,9 +247,9 @@ def gpu_checks(args, card, frames, policies, workdir) -> dict:
             cp.cuda.Device().synchronize()
             logits = cp.asarray(gpu_backend.infer(ref_input))
             cp.cuda.Device().synchronize()  # the backend ran on its own stream
-            ref_mask = cp.asnumpy(segment(logits, box))
+            ref_mask, ref_shown, _ = masks_of(cp.asnumpy(logits)[0], box, runtime.limits)
             same_mask += bool((ref_mask == got_mask).all())
-            ref_overlay = cp.asnumpy(tint(cp.asarray(frame), cp.asarray(ref_mask), runtime.alpha))
+            ref_overlay = cp.asnumpy(tint(cp.asarray(frame), cp.asarray(ref_shown), runtime.alpha))
             same_overlay += bool((ref_overlay == got_overlay).all())
             cpu_batch = run_direct(cpu, [frame])
             agreement.append(float((cpu_batch.live[0].mask == got_mask).mean()))
