@@ -41,7 +41,12 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _read_dataset(dest: Path) -> dict:
+def read_dataset_json(dest: Path) -> dict:
+    """DEST/dataset.json, checked against DEST's files (its fingerprint); BadInput naming DEST
+    and what to do when it is missing, unreadable, lists no image or no longer fits the files."""
+    dest = Path(dest)
+    if not dest.is_dir():
+        raise BadInput(f"{dest} is not a folder: give a dataset folder written by `holoburn dataset import`")
     path = dest / "dataset.json"
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -66,6 +71,34 @@ def _read_dataset(dest: Path) -> dict:
     return info
 
 
+def read_split(dest: Path, info: dict, name: str) -> list[str]:
+    """The image ids of split `name` in DEST/splits.json (info: read_dataset_json(dest)); BadInput
+    when splits.json is missing, made for other files, or has no split of that name (the message
+    lists the names it has)."""
+    dest = Path(dest)
+    path = dest / "splits.json"
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{dest} has no splits.json, so it has no split {name!r}: run `holoburn dataset split "
+                       f"{dest} --seed 1` first, or leave out --split to use every image") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path} is not JSON: {exc}; split the dataset again") from None
+    if not isinstance(splits, dict) or splits.get("dataset_fingerprint") != info["fingerprint"]["sha256"]:
+        raise BadInput(f"{path} was made for other images or labels than {dest} holds now: split it again "
+                       f"(holoburn dataset split {dest} --seed 1)")
+    known = [k for k in SPLITS if isinstance(splits.get(k), list)]
+    if name not in known:
+        raise BadInput(f"{path} has no split {name!r}; its splits are {', '.join(known) or 'none'}")
+    unknown = [i for i in splits[name] if i not in info["images"]]
+    if unknown:
+        raise BadInput(f"{path}: split {name!r} names {len(unknown)} image(s) dataset.json does not list "
+                       f"({', '.join(unknown[:5])}); split the dataset again")
+    return list(splits[name])
+
+
 def _strata(pixels: dict) -> set[str]:
     found = {name for name in STRATA[:-1] if pixels.get(name)}
     return found or {"no_burn"}
@@ -74,7 +107,7 @@ def _strata(pixels: dict) -> set[str]:
 def split_dataset(dest: Path, seed: int, fractions=DEFAULT_FRACTIONS) -> dict:
     """Splits DEST's cases; writes and returns DEST/splits.json's content."""
     dest = Path(dest)
-    info = _read_dataset(dest)
+    info = read_dataset_json(dest)
     cases: dict[str, list[str]] = {}
     image_strata: dict[str, set[str]] = {}
     for image_id, entry in sorted(info["images"].items()):
