@@ -44,6 +44,7 @@ SECTION_TITLES: tuple[str, ...] = (
     "Each burn depth",
     "Confusion matrix",
     "Dice and sensitivity by class",
+    "Each image and each case",
     "Burn size (%TBSA) and triage",
     "Speed",
     "Precision comparison",
@@ -495,6 +496,63 @@ def _per_class_section(metrics: dict) -> str:
     return "".join(out)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+_STATUS_WORDS = {"assessed": "assessed", "not_assessable": "not assessable", "not_evaluated": "not scored",
+                 "not_processed": "not processed"}
+
+
+def _images_and_cases_section(metrics: dict) -> str:
+    """The tables of a validation on a dataset (`holoburn validate --truth`): a row per case, then
+    a row per image; ids are the dataset's opaque ids."""
+    if "per_case" not in metrics:
+        return ("<p>Not a validation on a dataset: <code>holoburn validate --truth DATASET</code> gives a row per "
+                "image and per case (patient).</p>")
+    dataset = metrics["dataset"]
+    within = f"split <strong>{_esc(dataset['split'])}</strong> of " if dataset["split"] else ""
+    notes = [f"{within}a dataset in holoburn's layout (fingerprint {_esc(dataset['fingerprint'][:16])}): "
+             f"{_count(dataset['images_scored'], 'image')} of {_count(dataset['cases'], 'case')}; "
+             f"{_count(dataset['images_outside_split'], 'picture')} of other splits not run."]
+    if dataset["pictures_without_label"]:
+        named = [p["image"] or f"frame {p['frame']}" for p in dataset["pictures_without_label"]]
+        notes.append(f'<span class="drop">{len(named)} pictures have no label in the dataset and are not scored: '
+                     f"{_esc(_frame_list(named))}.</span>")
+    if dataset["labels_without_picture"]:
+        notes.append(f'<span class="drop">{len(dataset["labels_without_picture"])} labels have no picture in the '
+                     f"source: {_esc(_frame_list(dataset['labels_without_picture']))}.</span>")
+    notes.append("Dice over the pixels whose class is known: burn of unknown depth (label 6) and unknown (255) "
+                 "pixels are left out and counted as unscored. A case's Dice pools the pixels of its scored images "
+                 "(assessable or not), as the figures above pool frames; undefined where the case has no burn in "
+                 "the truth or the prediction.")
+
+    def scores(row) -> list[str]:  # nothing scored: no Dice at all, rather than an undefined one
+        counts = row["any_burn_pixels"]
+        if counts is None:
+            return ['<span class="undefined">not scored</span>'] * 3
+        return [_percent(row["any_burn_dice"]), _percent(row["mean_depth_dice"]),
+                f"{counts['tp']:,} / {counts['fp']:,} / {counts['fn']:,}"]
+
+    def outcome(row) -> str:
+        words = _STATUS_WORDS.get(row["status"], row["status"])
+        return _esc(words + (f": {row['reason'].replace('_', ' ')}" if row["reason"] else ""))
+
+    cases = [[_esc(r["case"]), str(r["images"]), str(r["frames_evaluated"]), str(r["frames_assessed"]), *scores(r),
+              f"{r['unscored_pixels']:,}"] for r in metrics["per_case"]]
+    images = [[_esc(r["image"]), _esc(r["case"]), str(r["frame"]), outcome(r), *scores(r), f"{r['unscored_pixels']:,}"]
+              for r in metrics["per_image"]]
+    css = ["" if r["status"] == "assessed" else "warn" for r in metrics["per_image"]]
+    burn = "any-burn pixels TP / FP / FN"
+    return ("".join(f"<p>{n}</p>" for n in notes)
+            + "<h3>Each case</h3>"
+            + _table(["case", "images", "scored", "assessed", "any-burn Dice", "mean depth Dice", burn,
+                      "pixels unscored"], cases)
+            + "<h3>Each image</h3>"
+            + _table(["image", "case", "frame", "outcome", "any-burn Dice", "mean depth Dice", burn,
+                      "pixels unscored"], images, css))
+
+
 def _burn_size_section(metrics: dict) -> str:
     parts = []
     tbsa = metrics.get("tbsa")
@@ -834,6 +892,7 @@ def write_report(
         "Confusion matrix": "<p>Rows: the ground truth; columns: what the model said. The diagonal is agreement; "
                             "each row adds up to 100%.</p>" + _img(confusion_plot(confusion), "confusion matrix"),
         "Dice and sensitivity by class": _img(class_bars_plot(metrics), "Dice and sensitivity by class"),
+        "Each image and each case": _images_and_cases_section(metrics),
         "Burn size (%TBSA) and triage": _burn_size_section(metrics),
         "Speed": _speed_section(metrics, backend),
         "Precision comparison": _precision_section(precision_comparison),

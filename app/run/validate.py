@@ -1,8 +1,14 @@
 """`holoburn validate`: replay a recording through the same graph as `run`, compare every
-predicted mask with its ground truth, write metrics.json and a report a clinician can read."""
+predicted mask with its ground truth, write metrics.json and a report a clinician can read.
+
+Ground truth is one of: masks by frame index (`--masks DIR|NPZ` with a video), masks named as the
+pictures (`--masks DIR` with `--source image:PATH`), or the labels of a dataset written by
+`holoburn dataset import` (`--truth DATASET [--split NAME]`: its own images, or `--source
+image:DIR` paired by id), which adds a row per image and per case to metrics.json and the report."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import time
@@ -14,9 +20,9 @@ import numpy as np
 from holoburn.app.datasets.labels import BURN_UNSPECIFIED
 from holoburn.app.datasets.labels import UNKNOWN as UNKNOWN_LABEL
 from holoburn.clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
-from holoburn.clinical.depth import NUM_CLASSES
+from holoburn.clinical.depth import BURN_CLASSES, NUM_CLASSES
 from holoburn.clinical.errors import BadInput
-from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline
+from holoburn.clinical.metrics import ValidationAccumulator, compare_precisions, compare_to_baseline, ratios
 from holoburn.clinical.triage import TriagePolicy, triage_level
 from holoburn.processing.preprocess import array_module, restore_probabilities
 from holoburn.app.config import load_config
@@ -24,10 +30,15 @@ from holoburn.app.report.page import WorstFrames, write_report
 
 
 def add_validate_arguments(p):
-    p.add_argument("--source", required=True, help="video:PATH of the recording, or image:PATH of pictures "
-                                                   "(a folder, a glob; masks paired by name)")
-    p.add_argument("--masks", required=True, help="ground truth: a directory of 000000.png ... or an .npz; for "
-                                                  "image:PATH a directory of PNGs named as the pictures")
+    p.add_argument("--source", help="video:PATH of the recording, or image:PATH of pictures (a folder, a glob; "
+                                    "masks paired by name); with --truth, default: the dataset's own images")
+    truth = p.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--masks", help="ground truth: a directory of 000000.png ... or an .npz; for image:PATH a "
+                                       "directory of PNGs named as the pictures")
+    truth.add_argument("--truth", metavar="DATASET",
+                       help="ground truth: a dataset written by `holoburn dataset import` (labels paired with "
+                            "pictures by id); adds per-image and per-case tables")
+    p.add_argument("--split", help="with --truth: score only this split of the dataset's splits.json (e.g. test)")
     p.add_argument("--out", required=True, help="output directory (metrics.json, report.html, runs)")
     p.add_argument("--config", help="YAML merged over the defaults (e.g. replay-validation.yaml)")
     p.add_argument("--model", help="model card YAML (default: the shipped model)")
@@ -121,6 +132,64 @@ class PairedTruth:
         return mask
 
 
+class DatasetTruth:
+    """Ground truth from a dataset in holoburn's layout (holoburn.app.datasets): the picture whose
+    path below the source's root is an image id (`case0003_002.png`) has the label
+    DATASET/labels/<id>.png, whose case dataset.json gives. With a split, only that split's
+    images are scored. Names are opaque ids, so outputs may give them; a picture whose name is not
+    an id of the dataset is named only where it looks like one (case<n>_<n>), by frame otherwise."""
+
+    def __init__(self, location: str | Path, split: str | None = None):
+        from holoburn.app.datasets.split import read_dataset_json, read_split
+
+        self.path = Path(location)
+        self.info = read_dataset_json(self.path)
+        self.split = split
+        images = self.info["images"]
+        self.scored = set(read_split(self.path, self.info, split) if split is not None else images)
+        if not self.scored:
+            raise BadInput(f"split {split!r} of {self.path} has no images (too few cases for its fraction): split "
+                           f"the dataset again with other --fractions, or give another --split")
+        self.case_of = {image_id: entry["case"] for image_id, entry in images.items()}
+        # set by pair(): the pictures run (their ids by frame index), which of them have labels
+        self._paths: dict[int, Path] = {}
+        self.ids: list[str] = []
+        self.indices: list[int] = []
+        self.without_label: list[tuple[int, str | None]] = []
+        self.outside_split = 0
+
+    def pair(self, names: list[str]) -> list[int]:
+        """Pairs the source's pictures (names: each picture's path below its root, no suffix) with
+        labels; returns the positions of the pictures to run: all but those of other splits."""
+        run = [k for k, name in enumerate(names) if name in self.scored or name not in self.case_of]
+        self.ids = [names[k] for k in run]
+        self.outside_split = len(names) - len(run)
+        self._paths = {index: self.path / "labels" / f"{name}.png" for index, name in enumerate(self.ids)
+                       if name in self.scored}
+        if not self._paths:
+            within = f"split {self.split!r} of " if self.split is not None else ""
+            raise BadInput(f"no picture of the source is named as an image of {within}{self.path} (the picture "
+                           f"case0001_001.png pairs with {self.path / 'labels' / 'case0001_001.png'}): give the "
+                           f"dataset's images, or leave out --source")
+        self.indices = sorted(self._paths)
+        self.without_label = [(index, name if _ID.fullmatch(name) else None) for index, name in enumerate(self.ids)
+                              if index not in self._paths]
+        return run
+
+    def __contains__(self, index: int) -> bool:
+        return index in self._paths
+
+    def mask(self, index: int) -> np.ndarray:
+        mask = cv2.imread(str(self._paths[index]), cv2.IMREAD_UNCHANGED)
+        if mask is None or mask.ndim != 2:
+            raise BadInput(f"the label {self._paths[index]} is not a single-channel 8-bit PNG; import the dataset "
+                           "again")
+        return mask
+
+
+_ID = re.compile(r"case\d+_\d+")  # an image id of holoburn's dataset layout (datasets/importer.py)
+
+
 def softmax(logits):
     xp = array_module(logits)
     shifted = logits - logits.max(axis=0, keepdims=True)
@@ -140,6 +209,8 @@ class Scorer:
         self.worst = WorstFrames(examples)
         self.seen: set[int] = set()
         self.unscored_pixels = 0  # truth pixels of unknown class or burn of unknown depth, left out
+        self.unscored_by_frame: dict[int, int] = {}
+        self.not_assessable_by_frame: dict[int, str] = {}
 
     def __call__(self, frame, record) -> None:
         self.seen.add(frame.index)
@@ -164,7 +235,8 @@ class Scorer:
                 self.accumulator.note_not_evaluated(frame.index, "truth_unknown_label")
                 return
             # scored on the pixels whose class is known, as one row of pixels
-            self.unscored_pixels += int((~known).sum())
+            self.unscored_by_frame[frame.index] = int((~known).sum())
+            self.unscored_pixels += self.unscored_by_frame[frame.index]
             truth, predicted = truth[known][None, :], predicted[known][None, :]
             probs = None if probs is None else np.asarray(probs).reshape(probs.shape[-3], -1)[:, known.ravel()][:, None, :]
         truth_findings = burn_findings(count_pixels(truth), region_pct=self.region_pct)
@@ -184,6 +256,7 @@ class Scorer:
         else:  # no numbers and no triage reached the clinician: listed apart, never as a miss or false alarm
             reason = record["not_assessable_reason"]
             self.not_assessable[reason] = self.not_assessable.get(reason, 0) + 1
+            self.not_assessable_by_frame[frame.index] = reason
             self.worst.note_not_assessable(frame.index, reason, truth)
         frame.logits = None
 
@@ -192,6 +265,52 @@ class Scorer:
         for index in self.truth.indices:
             if index not in self.seen:
                 self.accumulator.note_extra_truth(index)
+
+
+def _scores(counts) -> dict:
+    """Any-burn Dice, mean Dice of the burn depths present (truth or prediction) and the any-burn
+    pixel counts, from outcome counts (C + 1, 4) TP, FP, FN, TN (clinical.metrics.outcome_counts);
+    None where undefined or where nothing was scored."""
+    if counts is None:
+        return {"any_burn_dice": None, "mean_depth_dice": None, "any_burn_pixels": None}
+    dice = ratios(counts)["dice"]
+    depth = [float(dice[c]) for c in BURN_CLASSES if not np.isnan(dice[c])]
+    tp, fp, fn, _ = (int(v) for v in counts[-1])
+    return {"any_burn_dice": None if np.isnan(dice[-1]) else float(dice[-1]),
+            "mean_depth_dice": float(np.mean(depth)) if depth else None,
+            "any_burn_pixels": {"tp": tp, "fp": fp, "fn": fn}}
+
+
+def image_and_case_tables(scorer: Scorer, truth: DatasetTruth) -> tuple[list[dict], list[dict]]:
+    """metrics.json's `per_image` and `per_case`: a row per labelled picture of the run (its id,
+    case, frame, what became of it, its scores, its truth pixels left unscored) and a row per case,
+    whose scores pool the outcome counts of its evaluated images, as the pooled metrics pool frames."""
+    frames, counts = scorer.accumulator.frame_counts()
+    counts_of = dict(zip(frames.tolist(), counts))
+    not_evaluated = {i: reason for reason, listed in scorer.accumulator.not_evaluated.items() for i in listed}
+    per_image, pooled, per_case = [], {}, {}
+    for index in truth.indices:
+        image_id = truth.ids[index]
+        case = truth.case_of[image_id]
+        if index in counts_of:
+            reason = scorer.not_assessable_by_frame.get(index)
+            status = "not_assessable" if reason else "assessed"
+        elif index in not_evaluated:
+            status, reason = "not_evaluated", not_evaluated[index]
+        else:  # never processed: beyond --max-frames
+            status, reason = "not_processed", None
+        per_image.append({"image": image_id, "case": case, "frame": index, "status": status, "reason": reason,
+                          **_scores(counts_of.get(index)), "unscored_pixels": scorer.unscored_by_frame.get(index, 0)})
+        row = per_case.setdefault(case, {"case": case, "images": 0, "frames_evaluated": 0, "frames_assessed": 0,
+                                         "unscored_pixels": 0})
+        row["images"] += 1
+        row["frames_evaluated"] += index in counts_of
+        row["frames_assessed"] += status == "assessed"
+        row["unscored_pixels"] += per_image[-1]["unscored_pixels"]
+        if index in counts_of:
+            pooled[case] = pooled.get(case, 0) + counts_of[index]
+    cases = [{**row, **_scores(pooled.get(case))} for case, row in sorted(per_case.items())]
+    return per_image, cases
 
 
 def latency_basis(config: dict, summary: dict) -> dict:
@@ -230,7 +349,7 @@ def latency_basis(config: dict, summary: dict) -> dict:
     }
 
 
-def validate_once(config: dict, truth: GroundTruth | PairedTruth, out_dir: Path, *, probabilities: bool,
+def validate_once(config: dict, truth: GroundTruth | PairedTruth | DatasetTruth, out_dir: Path, *, probabilities: bool,
                   bootstrap_block: int = 15, readers: dict | None = None) -> tuple[dict, dict, Scorer]:
     from holoburn.app.run.progress import Progress
     from holoburn.app.run.replay import replay
@@ -262,12 +381,22 @@ def validate_once(config: dict, truth: GroundTruth | PairedTruth, out_dir: Path,
     metrics["worst_frames"] = scorer.worst.summary()
     # an imported dataset's truth pixels that no class score can use: burn of unknown depth (6), unknown (255)
     metrics["unscored_truth_pixels"] = scorer.unscored_pixels
+    if isinstance(truth, DatasetTruth):
+        metrics["dataset"] = {
+            "fingerprint": truth.info["fingerprint"]["sha256"], "split": truth.split,
+            "images_scored": len(truth.indices), "cases": len({truth.case_of[truth.ids[i]] for i in truth.indices}),
+            "images_outside_split": truth.outside_split,
+            "labels_without_picture": sorted(truth.scored - set(truth.ids)),
+            # a picture named as no image of the dataset: by its name where that is an id, else by frame
+            "pictures_without_label": [{"frame": index, "image": name} for index, name in truth.without_label],
+        }
+        metrics["per_image"], metrics["per_case"] = image_and_case_tables(scorer, truth)
     return metrics, summary, scorer
 
 
 #: arguments whose values are paths, and what the recorded command shows instead
-_PATH_PLACEHOLDERS = {"--masks": "MASKS", "--out": "OUT", "--config": "CONFIG", "--model": "MODEL_CARD",
-                      "--baseline": "BASELINE", "--save-masks": "MASKS_OUT"}
+_PATH_PLACEHOLDERS = {"--masks": "MASKS", "--truth": "DATASET", "--out": "OUT", "--config": "CONFIG",
+                      "--model": "MODEL_CARD", "--baseline": "BASELINE", "--save-masks": "MASKS_OUT"}
 
 
 def shown_arguments(argv: list[str], source: str) -> list[str]:
@@ -294,24 +423,45 @@ def run_validate(args) -> int:
     from holoburn.app.run.replay import parse_lane_spec
     from holoburn.app.run.sources import open_reader, parse_source
 
-    location = parse_lane_spec(args.source, "ROUTINE")[0]
+    dataset = None
+    if args.truth:  # an imported dataset: its own images unless --source names others
+        dataset = DatasetTruth(args.truth, args.split)
+        source = args.source or f"image:{dataset.path / 'images'}"
+        if parse_source(parse_lane_spec(source, "ROUTINE")[0])[0] != "image":
+            raise BadInput(f"--truth pairs pictures with {args.truth}'s labels by id: give --source image:DIR, or "
+                           "leave --source out to validate on the dataset's own images")
+    elif args.split:
+        raise BadInput(f"--split {args.split} picks images of a dataset: give --truth DATASET instead of --masks")
+    elif not args.source:
+        raise BadInput(f"--masks {args.masks} needs --source (the recording or pictures the masks belong to)")
+    else:
+        source = args.source
+    location = parse_lane_spec(source, "ROUTINE")[0]
     pictures = parse_source(location)[0] == "image"  # masks paired by name, once the pictures are listed
     truth = None if pictures else GroundTruth(args.masks)
     out = Path(args.out)
     precisions = [p.strip() for p in args.compare.split(",")] if args.compare else [args.precision or "fp32"]
-    command = "holoburn validate " + " ".join(shlex.quote(a) for a in shown_arguments(sys.argv[2:], args.source))
+    command = "holoburn validate " + " ".join(shlex.quote(a) for a in shown_arguments(sys.argv[2:], source))
     by_precision, scorers, summaries = {}, {}, {}
     for precision in precisions:
         config = load_config(args.config, {
-            "source.location": args.source, "source.max_frames": args.max_frames,
+            "source.location": source, "source.max_frames": args.max_frames,
             "source.body_region": args.body_region, "source.realtime": args.realtime, "inference.model": args.model,
             "inference.backend": args.backend, "inference.precision": precision,
         })
         run_dir = out / precision if len(precisions) > 1 else out
         readers = None
-        if pictures:
+        if dataset:
+            from holoburn.media.images import ImageReader
+
             reader = open_reader(location, config, source_id="image:1")
-            truth, readers = PairedTruth(args.masks, reader.relative_names()), {args.source: reader}
+            run = dataset.pair(reader.relative_names())  # a dataset's other splits are not run
+            truth = dataset
+            readers = {source: ImageReader(reader.location, reader.fps, reader.name,
+                                           listed=(reader.root, [reader.files[k] for k in run]))}
+        elif pictures:
+            reader = open_reader(location, config, source_id="image:1")
+            truth, readers = PairedTruth(args.masks, reader.relative_names()), {source: reader}
         metrics, summary, scorer = validate_once(config, truth, run_dir, probabilities=not args.no_auc,
                                                  bootstrap_block=args.bootstrap_block, readers=readers)
         by_precision[precision], scorers[precision], summaries[precision] = metrics, scorer, summary
@@ -356,6 +506,26 @@ def _print_metrics(metrics: dict, out: Path, report: Path, drops: list, threshol
             print(f"  WARNING: {len(frames[key])} {what}: {shown}")
     if frames.get("masks_without_picture"):
         print(f"  WARNING: {frames['masks_without_picture']} ground-truth masks named as no picture of the source")
+    dataset = metrics.get("dataset")
+    if dataset:
+        within = f"split {dataset['split']}, " if dataset["split"] else ""
+        print(f"  dataset: {within}{dataset['images_scored']} image(s) of {dataset['cases']} case(s); "
+              f"{dataset['images_outside_split']} picture(s) of other splits not run")
+        unlabelled = dataset["pictures_without_label"]
+        if unlabelled:
+            shown = ", ".join(p["image"] or f"frame {p['frame']}" for p in unlabelled[:10])
+            print(f"  WARNING: {len(unlabelled)} pictures have no label in the dataset (not scored): {shown}"
+                  + (" ..." if len(unlabelled) > 10 else ""))
+        if dataset["labels_without_picture"]:
+            shown = ", ".join(dataset["labels_without_picture"][:10])
+            print(f"  WARNING: {len(dataset['labels_without_picture'])} labels of the dataset have no picture in "
+                  f"the source: {shown}" + (" ..." if len(dataset["labels_without_picture"]) > 10 else ""))
+        print(f"  {'case':<12} {'images':>6} {'assessed':>8} {'any-burn Dice':>13} {'depth Dice':>10} {'unscored px':>11}")
+        for row in metrics["per_case"][:20]:
+            print(f"  {row['case']:<12} {row['images']:>6} {row['frames_assessed']:>8} {pct(row['any_burn_dice']):>13} "
+                  f"{pct(row['mean_depth_dice']):>10} {row['unscored_pixels']:>11}")
+        if len(metrics["per_case"]) > 20:
+            print(f"  ... {len(metrics['per_case']) - 20} more cases in metrics.json (per_case) and the report")
     for reason, indices in frames["not_evaluated"].items():
         print(f"  WARNING: {len(indices)} frames not processed ({reason}), not scored")
     print(f"  metrics  {out / 'metrics.json'}\n  report   {report}")
