@@ -73,6 +73,7 @@ splits: from `--cases cases.csv` (columns `image,case`), from `--case-pattern RE
 An image's name is its path under `images/` (folder), its COCO `file_name`, its CVAT image
 `name`, or its nnU-Net case identifier.
 
-`holoburn dataset split DEST --seed S` (see split.py) writes DEST/splits.json. Training on an
-imported dataset is not wired yet: `holoburn train` still trains on generated scenes.
+`holoburn dataset split DEST --seed S` (see split.py) writes DEST/splits.json. `holoburn train
+--data DEST` fine-tunes on the train split (app/training/finetune.py); `holoburn validate --truth
+DEST --split test` scores a model on the test split, per image and per case (app/run/validate.py).
 """
