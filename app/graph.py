@@ -320,6 +320,11 @@ def compose_analysis(app: BurnApp, fragment):
     gpu = plan.device.startswith("cuda")
     pools = stream_pools(app, fragment) if gpu else {}
     fused = {Lane.parse(l) for l in ((plan.config.get("gpu") or {}).get("fuse_stages") or [])}
+    graphed = {Lane.parse(l) for l in ((plan.config.get("gpu") or {}).get("cuda_graph_lanes") or [])}
+    for chain in app.chains:  # one frame's device work as one CUDA graph (processing.runtime)
+        for lane, runtime in chain.runtimes.items():
+            if hasattr(runtime, "chain_graph"):
+                runtime.chain_graph = lane in graphed
     # the results writer releases a GPU batch's buffer set once its outputs are written; across
     # processes the sink copies them to the host and releases it at once
     results_release = gpu and not plan.fragments

@@ -92,6 +92,7 @@ class TorchBackend(Backend):
         self.inputs = (TensorInfo(card.input_name, ("N", 3, "H", "W"), "float32"),)
         self.outputs = (TensorInfo(card.output_name, ("N", card.num_classes, "H", "W"), "float32"),)
         self._graphs: dict[tuple, tuple] = {}  # input shape -> (graph, static input, static output)
+        self._chains: list = []  # lanes' whole-frame graphs (capture())
         self._stream = None
         if self._device.type == "cuda":
             self._stream = self._as_stream(stream) if stream is not None else torch.cuda.Stream(self._device)
@@ -137,6 +138,49 @@ class TorchBackend(Backend):
         if self.mode == "graph":
             self._graph_for((batch, 3, height, width), self._stream)
 
+    def capture(self, work, stream_ptr, malloc=None):
+        """A lane's whole device work for one frame as one CUDA graph: `work(forward)` enqueues CuPy
+        kernels on the current CuPy stream and calls `forward(x)` (the model on a CuPy array, CuPy
+        logits back) in between. It runs once uncaptured (kernels compiled, cuDNN's algorithms
+        picked), then once into the graph, on a side stream ordered after the lane's stream
+        `stream_ptr`. Returns replay(stream_ptr): one launch on that stream. The graph's own
+        memory (the model's activations and output) stays reserved while the backend lives.
+        Captured with capture_error_mode="thread_local": other lanes' threads go on launching."""
+        import contextlib
+
+        import cupy
+
+        torch = self._torch
+        lane = torch.cuda.ExternalStream(stream_ptr, device=self._device)
+        side = torch.cuda.Stream(self._device)
+        side_cupy = cupy.cuda.ExternalStream(side.cuda_stream)
+        views: dict = {}
+
+        def forward(x):
+            key = (x.data.ptr, x.shape, x.dtype.str)
+            if key not in views:  # made in the uncaptured run: no DLPack stream hand-shake in the capture
+                views[key] = torch.from_dlpack(x)
+            out = self._forward(views[key]).contiguous()
+            memory = cupy.cuda.UnownedMemory(out.data_ptr(), out.numel() * out.element_size(), out)
+            return cupy.ndarray(tuple(out.shape), cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
+
+        allocator = cupy.cuda.using_allocator(malloc) if malloc else contextlib.nullcontext()
+        graph = torch.cuda.CUDAGraph()
+        side.wait_stream(lane)
+        with torch.inference_mode(), allocator:
+            with torch.cuda.stream(side), side_cupy:
+                work(forward)
+            with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"), side_cupy:
+                work(forward)
+        lane.wait_stream(side)
+        self._chains.append(graph)
+
+        def replay(ptr):
+            with torch.cuda.stream(torch.cuda.ExternalStream(ptr, device=self._device)):
+                graph.replay()
+
+        return replay
+
     def infer(self, batch, stream=None, out=None):
         torch = self._torch
         kind = type(batch).__module__.split(".")[0]
@@ -175,6 +219,7 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self._graphs.clear()
+        self._chains.clear()
 
 
 def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "torch", *, mode: str = "graph", stream=None, **_):

@@ -556,6 +556,7 @@ class LaneBatch:
     done_ns: int | None = None
     trace: list = field(default_factory=list)  # (stage, start ns, end ns) per operator, monotonic
     gpu_ms: float | None = None  # device time of the batch's work, from CUDA events
+    chained: bool = False  # GPU: its device work was one CUDA graph replay, enqueued in prepare
     live: list = field(default_factory=list)  # frames still being processed (not dropped)
 
     def __post_init__(self):
@@ -801,6 +802,12 @@ class GpuLaneRuntime(LaneRuntime):
         self.pinned_bytes = 0
         self.late_geometries = 0  # frame sizes first seen after start-up (their buffers came late)
         self.host_copies = Counter()  # host<->device copies by kind
+        # one frame's device work as one CUDA graph (gpu.cuda_graph_lanes; app.graph sets it)
+        self.chain_graph = False
+        self.chain_graph_refused = False
+        self.chain_replays = 0
+        self._chains: dict = {}  # (slot, height, width, limits) -> replay(stream_ptr)
+        self._chains_warm: set = set()
         B, S, C, n = policy.batch_size, self.card.input_size, self.card.num_classes, self.slots
         self.model_input = [self._zeros((B, 3, S, S), np.float32) for _ in range(n)]
         self.square_mask = [self.memory.array((B, S, S), np.uint8) for _ in range(n)]
@@ -953,78 +960,86 @@ class GpuLaneRuntime(LaneRuntime):
             for shape in sorted({tuple(f.image.shape[:2]) for f in frames}):
                 members = [f for f in frames if tuple(f.image.shape[:2]) == shape]
                 g = self.geometry(*shape)
-                staging = g.frames[slot]
                 for j, frame in enumerate(members):
-                    image = frame.image
-                    if type(image).__module__.startswith("cupy"):
-                        staging[j][...] = image
-                        self.host_copies["frame_already_on_device"] += 1
-                    elif _is_pinned(image):
-                        staging[j].set(image, stream=self._stream)
-                        self.host_copies["upload_from_pinned"] += 1
-                    else:
-                        # the slot is free, so its previous batch (and its upload) has finished
-                        host = g.host_staging[slot][j]
-                        np.copyto(host, image)
-                        staging[j].set(host, stream=self._stream)
-                        self.host_copies["upload_via_pinned_staging"] += 1
-                    frame.image = None  # from here on the lane's device copy is the frame
-                    frame.letterbox = g.box
-                if self.limits.picture_checks:  # exposure, colour, sharpness: sums, judged in finish()
-                    sums = self.picture[slot][row : row + len(members)]
-                    sums.fill(0)
-                    step = thumbnail_step(g.width)
-                    th, tw = -(-g.height // step), -(-g.width // step)
-                    self.kernels["picture_sums"](
-                        (max(1, min(32, -(-th * tw // 1024))), len(members)), (256,),
-                        (staging, np.int32(g.height), np.int32(g.width), np.int32(th), np.int32(tw),
-                         np.float64(1.0 / (th / g.height)), np.float64(1.0 / (tw / g.width)), sums))
-                t = g.tables
-                self.kernels["preprocess"](
-                    staging, t["row0"], t["row1"], t["roww"], t["col0"], t["col1"], t["colw"], self.mean,
-                    self.inv_std, np.int32(g.height), np.int32(g.width), np.int32(g.box.size), np.int32(g.box.top),
-                    np.int32(g.box.left), np.int32(g.box.height), np.int32(g.box.width),
-                    self.model_input[slot][row : row + len(members)])
+                    self._upload(frame, g, slot, j)
                 groups.append((g, row, members))
                 row += len(members)
             batch.groups = groups
+            chain = self._chain_for(batch)
+            if chain is not None:  # the rest of the lane's device work: one launch
+                chain(self.stream_ptr)
+                batch.chained = True
+                self.chain_replays += 1
+            else:
+                self._enqueue_prepare(slot, groups)
 
-    def infer(self, batch: LaneBatch) -> None:
-        """The engine on the whole (padded) batch: one captured graph per lane, whatever the fill;
-        then the class index of every model-input pixel, into the slot's square mask."""
-        if batch.slot is None:
-            return
-        n = len(batch.live)
+    def _upload(self, frame, g: FrameGeometry, slot: int, j: int) -> None:
+        staging = g.frames[slot]
+        image = frame.image
+        if type(image).__module__.startswith("cupy"):
+            staging[j][...] = image
+            self.host_copies["frame_already_on_device"] += 1
+        elif _is_pinned(image):
+            staging[j].set(image, stream=self._stream)
+            self.host_copies["upload_from_pinned"] += 1
+        else:
+            # the slot is free, so its previous batch (and its upload) has finished
+            host = g.host_staging[slot][j]
+            np.copyto(host, image)
+            staging[j].set(host, stream=self._stream)
+            self.host_copies["upload_via_pinned_staging"] += 1
+        frame.image = None  # from here on the lane's device copy is the frame
+        frame.letterbox = g.box
+
+    # -- the device work of a batch, enqueued on the current CuPy stream: stage by stage, or once
+    #    into a CUDA graph that later frames replay (`_chain_for`)
+
+    def _enqueue_prepare(self, slot: int, groups) -> None:
+        """Picture sums (judged in finish) and letterbox + normalise into the slot's model input."""
+        for g, row, members in groups:
+            staging = g.frames[slot]
+            if self.limits.picture_checks:  # exposure, colour, sharpness
+                sums = self.picture[slot][row : row + len(members)]
+                sums.fill(0)
+                step = thumbnail_step(g.width)
+                th, tw = -(-g.height // step), -(-g.width // step)
+                self.kernels["picture_sums"](
+                    (max(1, min(32, -(-th * tw // 1024))), len(members)), (256,),
+                    (staging, np.int32(g.height), np.int32(g.width), np.int32(th), np.int32(tw),
+                     np.float64(1.0 / (th / g.height)), np.float64(1.0 / (tw / g.width)), sums))
+            t = g.tables
+            self.kernels["preprocess"](
+                staging, t["row0"], t["row1"], t["roww"], t["col0"], t["col1"], t["colw"], self.mean,
+                self.inv_std, np.int32(g.height), np.int32(g.width), np.int32(g.box.size), np.int32(g.box.top),
+                np.int32(g.box.left), np.int32(g.box.height), np.int32(g.box.width),
+                self.model_input[slot][row : row + len(members)])
+
+    def _enqueue_votes(self, slot: int, groups, n: int, logits) -> None:
+        """From the engine's output (shared by the lane's batches, so read in the stage that ran
+        it): class indices, uncertain burn, and the out-of-domain sums."""
         S, C = self.card.input_size, self.card.num_classes
-        with self._on_lane():
-            logits = self._cp.asarray(self.backend.infer(self.model_input[batch.slot], stream=self.stream_ptr))
-            if self.keep_logits:  # validation only: a copy to the host per frame, in postprocess
-                batch.logits = logits
-            if not logits.flags.c_contiguous:
-                raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
-            slot = batch.slot
-            self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), np.float32(self.limits.min_pixel_confidence),
-                                   np.int32(min(BURN_CLASSES)), np.int32(max(BURN_CLASSES)),
-                                   self.square_mask[slot][:n], self.unsure[slot][:n])
-            self._mark_uncertain(batch)
-            # the engine's output is the lane's, shared by its batches: what the frames need of it is
-            # taken now, in the stage that ran it
-            confidence = self.confidence[batch.slot]
-            confidence[:n].fill(0)
-            kernel = self.kernels.get(f"confidence_{logits.dtype.name}") if self.limits.picture_checks else None
-            for g, row, members in batch.groups if kernel is not None else ():  # else: not measured
-                box = g.box
-                blocks_x = max(1, min(64, -(-(box.height * box.width) // (256 * 16))))
-                kernel((blocks_x, len(members)), (256,),
-                       (logits[row:], np.int32(C), np.int32(S), np.int32(box.top), np.int32(box.left),
-                        np.int32(box.height), np.int32(box.width), confidence[row:]))
+        if not logits.flags.c_contiguous:
+            raise RuntimeError(f"lane {self.lane.name}: the backend returned non-contiguous logits")
+        self.kernels["argmax"](logits, np.int32(C), np.int32(S * S), np.float32(self.limits.min_pixel_confidence),
+                               np.int32(min(BURN_CLASSES)), np.int32(max(BURN_CLASSES)),
+                               self.square_mask[slot][:n], self.unsure[slot][:n])
+        self._mark_uncertain(slot, groups)
+        confidence = self.confidence[slot]
+        confidence[:n].fill(0)
+        kernel = self.kernels.get(f"confidence_{logits.dtype.name}") if self.limits.picture_checks else None
+        for g, row, members in groups if kernel is not None else ():  # else: not measured
+            box = g.box
+            blocks_x = max(1, min(64, -(-(box.height * box.width) // (256 * 16))))
+            kernel((blocks_x, len(members)), (256,),
+                   (logits[row:], np.int32(C), np.int32(S), np.int32(box.top), np.int32(box.left),
+                    np.int32(box.height), np.int32(box.width), confidence[row:]))
 
-    def _mark_uncertain(self, batch: LaneBatch) -> None:
+    def _mark_uncertain(self, slot: int, groups) -> None:
         """The square masks as shown and counted: burn pixels the model is unsure of, and burn
         regions of one depth smaller than `min_region_px`, UNCERTAIN (clinical.assessability.uncertain_burn)."""
-        k, slot, S = self.kernels, batch.slot, self.card.input_size
+        k, S = self.kernels, self.card.input_size
         burn = (np.int32(min(BURN_CLASSES)), np.int32(max(BURN_CLASSES)))
-        for g, row, members in batch.groups:
+        for g, row, members in groups:
             box = g.box
             geometry = (np.int32(S), np.int32(box.top), np.int32(box.left), np.int32(box.height), np.int32(box.width))
             grid = (max(1, min(256, -(-(box.height * box.width) // 256))), len(members))
@@ -1035,48 +1050,105 @@ class GpuLaneRuntime(LaneRuntime):
             k["regions_mark"](grid, (256,), (cls, self.unsure[slot][row:], label, area, self.square_shown[slot][row:],
                                              *geometry, *burn, np.int32(self.limits.min_region_px)))
 
+    def _enqueue_masks(self, slot: int, groups, n: int) -> None:
+        """Masks at frame size, class counts; counts and sums back to pinned host memory."""
+        k = self.kernels
+        S, C = self.card.input_size, self.card.num_classes
+        counts = self.counts[slot]
+        counts[:n].fill(0)
+        for g, row, members in groups:
+            masks, shown = g.masks[slot][: len(members)], g.shown[slot][: len(members)]
+            for square, out in ((self.square_mask[slot][row:], masks), (self.square_shown[slot][row:], shown)):
+                k["restore"](square, g.tables["rowi"], g.tables["coli"], np.int32(g.height), np.int32(g.width),
+                             np.int32(S), np.int32(g.box.top), np.int32(g.box.left), out)
+            pixels = g.height * g.width
+            blocks_x = max(1, min(128, -(-pixels // (256 * 32))))
+            k["histogram"]((blocks_x, len(members)), (256,),
+                           (shown, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * (C + 1))
+        stream = self._cp.cuda.get_current_stream()
+        counts[:n].get(stream=stream, out=self.counts_host[slot][:n], blocking=False)
+        self.confidence[slot][:n].get(stream=stream, out=self.confidence_host[slot][:n], blocking=False)
+        if self.limits.picture_checks:
+            self.picture[slot][:n].get(stream=stream, out=self.picture_host[slot][:n], blocking=False)
+
+    def _enqueue_overlay(self, slot: int, groups) -> None:
+        for g, row, members in groups:
+            self.kernels["tint"](g.frames[slot][: len(members)], g.shown[slot], self.tinted, self.colours,
+                                 np.float32(self.alpha), g.overlays[slot][: len(members)])
+
+    def _chain_for(self, batch: LaneBatch):
+        """The batch's device work as one CUDA graph (lanes in `gpu.cuda_graph_lanes`): for one
+        frame of a size seen before in this buffer set, captured on its second frame (the first
+        compiles the kernels and lets the backend pick its algorithms), then replayed. None: run
+        the stages one by one."""
+        if not self.chain_graph or len(batch.live) != 1 or self.keep_logits:
+            return None
+        capture = getattr(self.backend, "capture", None)
+        if capture is None:
+            if not self.chain_graph_refused:
+                log.warning("lane %s: gpu.cuda_graph_lanes names it, but the %s backend cannot be captured into a "
+                            "CUDA graph (torch can); its stages run one by one", self.lane.name,
+                            getattr(self.backend, "name", "?"))
+                self.chain_graph_refused = True
+            return None
+        g = batch.groups[0][0]
+        key = (batch.slot, g.height, g.width, self.limits)
+        chain = self._chains.get(key)
+        if chain is None and key in self._chains_warm:
+            groups = [(g, 0, [None])]
+
+            def work(forward):
+                self._enqueue_prepare(batch.slot, groups)
+                self._enqueue_votes(batch.slot, groups, 1, forward(self.model_input[batch.slot]))
+                self._enqueue_masks(batch.slot, groups, 1)
+                self._enqueue_overlay(batch.slot, groups)
+
+            chain = self._chains[key] = capture(work, self.stream_ptr, self.memory.malloc)
+            log.info("lane %s: one frame's device work captured as one CUDA graph (%dx%d, buffer set %d)",
+                     self.lane.name, g.width, g.height, batch.slot)
+        self._chains_warm.add(key)
+        return chain
+
+    # -- stages (all on the lane's stream, all allocations through the lane's memory)
+
+    def infer(self, batch: LaneBatch) -> None:
+        """The engine on the whole (padded) batch: one captured graph per lane, whatever the fill;
+        then the class index of every model-input pixel, into the slot's square mask."""
+        if batch.slot is None or batch.chained:
+            return
+        with self._on_lane():
+            logits = self._cp.asarray(self.backend.infer(self.model_input[batch.slot], stream=self.stream_ptr))
+            if self.keep_logits:  # validation only: a copy to the host per frame, in postprocess
+                batch.logits = logits
+            self._enqueue_votes(batch.slot, batch.groups, len(batch.live), logits)
+
     def postprocess(self, batch: LaneBatch) -> None:
         """Masks at frame size and class counts (the counts go back to pinned host memory)."""
-        k, slot = self.kernels, batch.slot
+        slot = batch.slot
         if slot is None:
             return
-        n = len(batch.live)
-        S, C = self.card.input_size, self.card.num_classes
         if batch.logits is not None:
             for i, frame in enumerate(batch.live):
                 frame.logits = batch.logits[i : i + 1].get(stream=self._stream)
             batch.logits = None
-        with self._on_lane():
-            counts = self.counts[slot]
-            counts[:n].fill(0)
-            for g, row, members in batch.groups:
-                masks, shown = g.masks[slot][: len(members)], g.shown[slot][: len(members)]
-                for square, out in ((self.square_mask[slot][row:], masks), (self.square_shown[slot][row:], shown)):
-                    k["restore"](square, g.tables["rowi"], g.tables["coli"], np.int32(g.height), np.int32(g.width),
-                                 np.int32(S), np.int32(g.box.top), np.int32(g.box.left), out)
-                pixels = g.height * g.width
-                blocks_x = max(1, min(128, -(-pixels // (256 * 32))))
-                k["histogram"]((blocks_x, len(members)), (256,),
-                               (shown, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * (C + 1))
-                for j, frame in enumerate(members):
-                    frame.mask = masks[j]
-            counts[:n].get(stream=self._stream, out=self.counts_host[slot][:n], blocking=False)
-            self.confidence[slot][:n].get(stream=self._stream, out=self.confidence_host[slot][:n], blocking=False)
-            if self.limits.picture_checks:
-                self.picture[slot][:n].get(stream=self._stream, out=self.picture_host[slot][:n], blocking=False)
-            self.host_copies["counts_to_host"] += 1
+        if not batch.chained:
+            with self._on_lane():
+                self._enqueue_masks(slot, batch.groups, len(batch.live))
+        self.host_copies["counts_to_host"] += 1
+        for g, row, members in batch.groups:
+            for j, frame in enumerate(members):
+                frame.mask = g.masks[slot][j]
 
     def overlay(self, batch: LaneBatch) -> None:
-        k, slot = self.kernels, batch.slot
+        slot = batch.slot
         if slot is None:
             return
         with self._on_lane():
+            if not batch.chained:
+                self._enqueue_overlay(slot, batch.groups)
             for g, row, members in batch.groups:
-                out = g.overlays[slot][: len(members)]
-                k["tint"](g.frames[slot][: len(members)], g.shown[slot], self.tinted, self.colours,
-                          np.float32(self.alpha), out)
                 for j, frame in enumerate(members):
-                    frame.overlay = out[j]
+                    frame.overlay = g.overlays[slot][j]
             self.done_events[slot].record(self._stream)
 
     def finish(self, batch: LaneBatch) -> None:
@@ -1121,6 +1193,7 @@ class GpuLaneRuntime(LaneRuntime):
             "frame_sizes": [f"{w}x{h}" for h, w in self.geometries],
             "late_frame_sizes": self.late_geometries,
             "host_device_copies": dict(self.host_copies),
+            "cuda_graph_chain": {"enabled": self.chain_graph, "graphs": len(self._chains), "replays": self.chain_replays},
         })
         return out
 

@@ -310,9 +310,59 @@ def test_picture_checks_on_the_device_measure_what_the_host_measures(tiny_card):
         got = PictureStats.from_sums(runtime.picture_host[batch.slot][0])
         want = picture_stats(frame)
         for name in ("grey_mean", "bright_share", "colour", "sharpness"):
-            assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-5, abs=1e-6), (frame.shape, name)
+            # the device sums in double; OpenCV sums the squared Laplacian in float blocks (7e-5 apart seen)
+            tolerance = 1e-3 if name == "sharpness" else 1e-5
+            assert getattr(got, name) == pytest.approx(getattr(want, name), rel=tolerance, abs=1e-6), (frame.shape, name)
         verdict = picture_problem(want, runtime.limits)
         findings = batch.live[0].findings
         assert (findings["not_assessable_reason"] if verdict else verdict) == verdict
         verdicts.add(verdict)
     assert {"image_quality", "not_a_photograph", None} <= verdicts  # dark, grey and good frames among them
+
+
+def test_one_cuda_graph_per_frame_gives_what_the_stages_give(tmp_path):
+    """gpu.cuda_graph_lanes: the emergency lane's device work for one frame captured once and
+    replayed gives the very masks, overlays and numbers the stage-by-stage path gives, and
+    allocates nothing while it replays."""
+    import cupy as cp
+    import cupyx
+    import torch
+
+    from holoburn.engines.backend import open_backend
+    from holoburn.processing.runtime import GpuLaneRuntime
+
+    card = burn_unet_card(tmp_path)
+    runtimes = {}
+    for graphed in (False, True):
+        rt = GpuLaneRuntime(policy(pool_mb=256), card=card, backend=open_backend(card, "torch", "fp16", device="cuda"),
+                            frame_sizes=((720, 1280), (480, 640)), slots=2)
+        rt.chain_graph = graphed
+        rt.bind(None, "test stream")
+        runtimes[graphed] = rt
+    frames = []
+    for seed, (h, w) in enumerate(((720, 1280), (480, 640), (720, 1280), (720, 1280), (480, 640))):
+        pinned = cupyx.empty_pinned((h, w, 3), np.uint8)
+        pinned[...] = blocks(h, w, 40, seed)
+        frames.append(pinned)
+    for frame in frames * 4:  # warm-up: every (buffer set, size) seen twice, so captured
+        for rt in runtimes.values():
+            rt.release(run_batch(rt, [frame]))
+    graphed = runtimes[True]
+    for rt in runtimes.values():
+        rt.freeze()
+    replays = graphed.chain_replays
+    torch_before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    for frame in frames * 3:
+        out = {}
+        for key, rt in runtimes.items():
+            batch = run_batch(rt, [frame])
+            f = batch.live[0]
+            out[key] = (cp.asnumpy(f.mask), cp.asnumpy(f.overlay), f.findings, batch.chained)
+        np.testing.assert_array_equal(out[True][0], out[False][0])
+        np.testing.assert_array_equal(out[True][1], out[False][1])
+        assert out[True][2] == out[False][2]
+        assert out[True][3] and not out[False][3]
+    assert graphed.chain_replays - replays == 15
+    assert graphed.report()["cuda_graph_chain"]["graphs"] == 4  # 2 buffer sets x 2 frame sizes
+    assert graphed.memory.report()["requests_after_warmup"] == 0
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == torch_before

@@ -305,7 +305,7 @@ def main(argv=None):
     p.add_argument("--steps", default="checks,chain,idle,lanes,single,pressure,holoviz")
     p.add_argument("--variants", default="", help="comma list of config variants for chain/idle/lanes, side by "
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
-                   "_nofreeze")
+                   "_nofreeze, _green, _noassess, _graph, _graph_green")
     p.add_argument("--lanes-config", default=None)
     p.add_argument("--routine-batch", type=int, default=None,
                    help="ROUTINE batch size (default: the lanes section of configs/holoburn.yaml on the GPU, 2 on the CPU, where batching "
@@ -411,6 +411,10 @@ def main(argv=None):
                 "_fused_gil01": {"gpu": {"fuse_stages": ["EMERGENCY"]}, "scheduler": {"gil_switch_interval_ms": 0.1}},
                 "_nofreeze": {"scheduler": {"gc": "default"}},
                 "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}},
+                # the emergency lane's device work for a frame as one CUDA graph replay
+                "_graph": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": ["EMERGENCY"]}},
+                "_graph_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": ["EMERGENCY"],
+                                         "emergency_green_context_sms": 16}},
                 # what the assessability checks cost: the picture checks and the out-of-domain kernel off
                 "_noassess": {"assess": {"picture_checks": False}}}
 
