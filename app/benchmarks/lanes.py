@@ -279,8 +279,8 @@ def camera(source_id: str, image, lane: Lane, fps: float, seconds: float) -> Sou
                       max_frames=count)
 
 
-def sources_for(args, frames_gpu, emergency_fps, routine, routine_fps, seconds) -> list[SourceSpec]:
-    sources = [camera("camera:emergency", frames_gpu[0], Lane.EMERGENCY, emergency_fps, seconds)]
+def sources_for(args, frames_gpu, emergency_fps, routine, routine_fps, seconds, emergency=True) -> list[SourceSpec]:
+    sources = [camera("camera:emergency", frames_gpu[0], Lane.EMERGENCY, emergency_fps, seconds)] if emergency else []
     for i in range(routine):
         image = (frames_gpu[1 + i % (len(frames_gpu) - 1):][:1] or frames_gpu[:1])[0]
         sources.append(camera(f"camera:routine{i}", image, Lane.ROUTINE, routine_fps, seconds))
@@ -307,6 +307,12 @@ def main(argv=None):
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
                    "_nofreeze, _green, _noassess, _graph, _graph_green")
     p.add_argument("--lanes-config", default=None)
+    p.add_argument("--workers", type=int, default=2, help="isolated step: routine worker processes (default 2)")
+    p.add_argument("--worker-sm-percent", type=int, default=60,
+                   help="isolated step under CUDA MPS: each routine worker's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (default 60)")
+    p.add_argument("--role", choices=("all", "routine-worker"), default="all", help=argparse.SUPPRESS)
+    p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--go-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--routine-batch", type=int, default=None,
                    help="ROUTINE batch size (default: the lanes section of configs/holoburn.yaml on the GPU, 2 on the CPU, where batching "
                         "buys no throughput and a long routine batch is what an urgent frame waits behind)")
@@ -321,6 +327,9 @@ def main(argv=None):
     routine_fps = args.routine_fps or (120.0 if gpu else 6.0)
     emergency_fps = args.emergency_fps or (30.0 if gpu else 1.5)
     steps = set(args.steps.split(","))
+    worker = args.role == "routine-worker"  # one of the isolated step's routine processes
+    if worker:
+        steps = {"lanes"}
     width, height = (int(v) for v in args.frame.lower().split("x"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     out_dir = Path(args.out)
@@ -370,6 +379,10 @@ def main(argv=None):
     if gpu:
         result["backend"] = f"torch {args.precision} CUDA graphs ({LAB_NOTE})"
         result["checks"] = step("checks", lambda: gpu_checks(args, card, frames, policies, workdir))
+    if gpu and not worker:
+        from holoburn.app.benchmarks.isolation import mps_state
+
+        result["mps"] = mps_state()
 
         def open_for(lane):
             return open_backend(card, "torch", args.precision, device="cuda")
@@ -382,7 +395,7 @@ def main(argv=None):
             return _shared["b"]
 
     # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
-    all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds)
+    all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds, emergency=not worker)
     router = LaneRouter({s.source_id: s.lane for s in all_sources}, escalate=triage_cfg["escalate"],
                         calm_frames=triage_cfg["calm_frames"])
     used = lanes_in_use(all_sources, router)
@@ -477,7 +490,47 @@ def main(argv=None):
 
     total = seconds + warm
     def loaded():  # new cameras for each step: a source's reader is spent by the run that plays it
-        return sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total)
+        return sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total, emergency=not worker)
+
+    if worker:  # warm: say so, wait for the start signal, play the routine cameras, write, end
+        from holoburn.app.benchmarks.isolation import wait_for_go
+
+        wait_for_go(args.ready_file, args.go_file)
+        result["lanes"] = lanes_step("lanes", loaded(), "routine worker")
+        result["runtimes"] = {l.name: rt.report() for l, rt in runtimes.items()}
+        result["allocations_after_warmup"] = sum(
+            v.get("cupy_requests", 0) + v.get("device_mallocs", 0) + v.get("allocations", 0) + v.get("cudaMalloc_segments", 0)
+            for v in (result["lanes"].get("allocations") or {}).values())
+        (out_dir / args.name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return 0
+
+    def isolated_step(variant=""):
+        """The emergency camera alone in this process, the routine cameras in worker processes
+        (holoburn.app.benchmarks.isolation), all cameras playing at once."""
+        from holoburn.app.benchmarks.isolation import RoutineWorkers
+
+        base = ["--device", args.device, "--frame", args.frame, "--input-size", str(card.input_size), "--precision",
+                args.precision, "--routine-fps", str(routine_fps), "--seconds", str(seconds + 3),
+                "--warm", str(2 * warm), "--steps", "lanes"]  # 3 s more: the emergency graph's start-up
+        base += ["--model", args.model] if args.model else []
+        base += ["--routine-batch", str(args.routine_batch)] if args.routine_batch else []
+        base += ["--lanes-config", args.lanes_config] if args.lanes_config else []
+        with RoutineWorkers(base, workers=args.workers, streams=routine, sm_percent=args.worker_sm_percent,
+                            workdir=workdir / f"workers{variant}") as workers:
+            workers.wait_ready(timeout=240)
+            workers.go()
+            time.sleep(warm)  # the routine lanes fill up; their cameras play for 2 warm-ups + seconds
+            out = lanes_step("lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"isolated{variant}",
+                             variant)
+            reports = workers.results(timeout=120)
+        out["routine_fps"] = round(sum(r["lanes"]["routine_fps"] for r in reports), 1)
+        out["routine_latency_ms_per_worker"] = [r["lanes"]["routine_latency_ms"] for r in reports]
+        out["routine_accounting_per_worker"] = [r["lanes"]["summary"]["by_frame_lane"] for r in reports]
+        out["worker_allocations_after_warmup"] = [r.get("allocations_after_warmup") for r in reports]
+        out["workers"] = workers.describe()
+        out["mps"] = workers.mps
+        print(f"   isolated{variant}: routine fps over {len(reports)} workers {out['routine_fps']}", flush=True)
+        return out
 
     for v in args.variants.split(","):
         if v not in variants:
@@ -487,6 +540,8 @@ def main(argv=None):
         result[f"idle{v}"] = step(f"idle{v}", lambda: lanes_step(
             "lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"idle{v}", v))
         result[f"lanes{v}"] = step(f"lanes{v}", lambda: lanes_step("lanes", loaded(), f"lanes{v}", v))
+        steps |= {f"isolated{v}"} if "isolated" in steps else set()
+        result[f"isolated{v}"] = step(f"isolated{v}", lambda: isolated_step(v))
     result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
     if gpu:
         result["pressure"] = step("pressure", lambda: pressure_step(lanes_step, args, feed_frames, emergency_fps,
@@ -552,6 +607,12 @@ def headline(result, gpu) -> None:
     result["emergency_p50_ms_single_lane"] = get(("single", "emergency_latency_ms", "p50"))
     result["emergency_p99_ms_single_lane"] = get(("single", "emergency_latency_ms", "p99"))
     result["routine_fps"] = get(("lanes", "routine_fps"))
+    for name in [k for k in result if k.startswith("isolated") and isinstance(result[k], dict)]:
+        p99 = get((name, "emergency_latency_ms", "p99"))
+        result[f"emergency_p99_ms_{name}"] = p99
+        result[f"emergency_p99_{name}_over_idle"] = round(p99 / result["emergency_p99_ms_idle"], 2) \
+            if p99 and result["emergency_p99_ms_idle"] else None
+        result[f"routine_fps_{name}"] = get((name, "routine_fps"))
     result["routine_fps_single_lane"] = get(("single", "routine_fps"))
     lanes_p99, idle_p99, single_p99 = (result["emergency_p99_ms_lanes"], result["emergency_p99_ms_idle"],
                                        result["emergency_p99_ms_single_lane"])
@@ -589,6 +650,10 @@ def table(result) -> None:
         ("emergency loaded, one lane p50 / p99 ms", f"{result.get('emergency_p50_ms_single_lane')} / {result.get('emergency_p99_ms_single_lane')}"),
         ("p99 lanes/idle, single/lanes", f"{result.get('emergency_p99_lanes_over_idle')}, {result.get('emergency_p99_single_over_lanes')}"),
         ("routine fps (lanes / one lane)", f"{result.get('routine_fps')} / {result.get('routine_fps_single_lane')}"),
+        *[(f"{k[len('emergency_p99_ms_'):]}: emergency p99 ms, x idle, routine fps",
+           f"{result[k]}, {result.get('emergency_p99_' + k[len('emergency_p99_ms_'):] + '_over_idle')}, "
+           f"{result.get('routine_fps_' + k[len('emergency_p99_ms_'):])}")
+          for k in result if k.startswith("emergency_p99_ms_isolated")],
         ("allocations after warm-up", result.get("allocations_after_warmup")),
         ("errors", ", ".join(result.get("errors") or {}) or "none"),
     ]

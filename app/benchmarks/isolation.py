@@ -1,0 +1,173 @@
+"""Process isolation of the emergency lane (issue 15, item 2), as the lanes benchmark measures it.
+
+The emergency camera's lane graph runs in the benchmark's own process; the routine cameras run in
+worker processes, each the same holoburn lane graph with its share of the cameras
+(`holoburn bench --lanes --role routine-worker`). No Python thread of a routine lane shares the
+emergency process's GIL or scheduler threads. On the GPU:
+
+- under CUDA MPS (a control daemon already running, `nvidia-cuda-mps-control -d`) the processes'
+  kernels run side by side on the SMs instead of time-slicing, and each routine worker is held to
+  `CUDA_MPS_ACTIVE_THREAD_PERCENTAGE` of the SMs, so some are always free for the emergency lane;
+- without MPS the processes time-slice the GPU: that is said in a log line and in the results,
+  never silently;
+- on a machine with several GPUs the routine workers go to the GPUs other than the emergency
+  process's (GPU 0), round robin; with one GPU they share it.
+
+Each camera belongs to one process here: a camera whose frames escalate stays in its worker
+process (whose graph has an emergency lane of its own, at the highest priority); handing a
+running camera's frames to the emergency process (IPC device memory) is not built.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("holoburn.bench")
+
+
+def mps_pipe_directory() -> Path:
+    return Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+
+
+def mps_control(command: str, timeout: float = 5.0) -> str | None:
+    """One command to the MPS control daemon (its reply), or None where there is none."""
+    try:
+        done = subprocess.run(["nvidia-cuda-mps-control"], input=command + "\n", capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired, PermissionError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def mps_state() -> dict:
+    """Whether CUDA processes started now become clients of an MPS server."""
+    control = mps_pipe_directory() / "control"
+    if not control.exists():
+        return {"active": False, "why": f"no MPS control daemon ({control} does not exist; start one with "
+                                        f"`nvidia-cuda-mps-control -d` as the GPU's owner)"}
+    return {"active": True, "pipe_directory": str(mps_pipe_directory())}
+
+
+def gpu_count() -> int:
+    try:
+        import cupy
+    except ImportError:
+        return 0
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except cupy.cuda.runtime.CUDARuntimeError:  # no driver: no GPU to place workers on
+        return 0
+
+
+def worker_gpus(workers: int, gpus: int, emergency_gpu: int = 0) -> list[int | None]:
+    """The GPU of each routine worker: the GPUs other than the emergency process's, round robin;
+    with one GPU (or none known) they share it (None: leave CUDA_VISIBLE_DEVICES as it is)."""
+    others = [g for g in range(gpus) if g != emergency_gpu]
+    if not others:
+        return [None] * workers
+    return [others[k % len(others)] for k in range(workers)]
+
+
+def split_streams(streams: int, workers: int) -> list[int]:
+    """Cameras per worker, as even as can be; workers without a camera are not started."""
+    base, extra = divmod(streams, workers)
+    return [n for n in (base + (1 if k < extra else 0) for k in range(workers)) if n]
+
+
+class RoutineWorkers:
+    """Routine worker processes for one measurement: start, wait until each is warm, start them
+    together, collect their results. A context manager: workers still running on exit are stopped."""
+
+    def __init__(self, base_args: list[str], *, workers: int, streams: int, sm_percent: int | None, workdir: Path,
+                 emergency_gpu: int = 0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.go_file = self.workdir / "go"
+        self.go_file.unlink(missing_ok=True)
+        self.mps = mps_state()
+        gpus = gpu_count()
+        counts = split_streams(streams, max(1, workers))
+        placement = worker_gpus(len(counts), gpus, emergency_gpu)
+        if not self.mps["active"]:
+            log.warning("routine worker processes without CUDA MPS: %s. They time-slice the GPU with the emergency "
+                        "process", self.mps["why"])
+        self.plan = []
+        self.procs = []
+        for k, (n, gpu) in enumerate(zip(counts, placement)):
+            env = dict(os.environ)
+            if gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+            if self.mps["active"] and sm_percent:
+                env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(sm_percent))
+            ready = self.workdir / f"ready{k}"
+            ready.unlink(missing_ok=True)
+            out = self.workdir / f"worker{k}.json"
+            cmd = [sys.executable, "-m", "holoburn.app", "bench", "--lanes", *base_args, "--role", "routine-worker",
+                   "--routine-streams", str(n), "--ready-file", str(ready), "--go-file", str(self.go_file),
+                   "--out", str(self.workdir), "--name", out.name]
+            log_file = open(self.workdir / f"worker{k}.log", "w")
+            self.procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
+            log_file.close()
+            self.plan.append({"worker": k, "cameras": n, "gpu": gpu if gpu is not None else "shared",
+                              "sm_percent": sm_percent if self.mps["active"] else None, "ready": ready, "out": out})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(p["ready"].exists() for p in self.plan):
+            for p, proc in zip(self.plan, self.procs):
+                if proc.poll() is not None and not p["ready"].exists():
+                    raise RuntimeError(f"routine worker {p['worker']} exited ({proc.returncode}) before it was ready; "
+                                       f"see {self.workdir / ('worker%d.log' % p['worker'])}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"routine workers not ready after {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def go(self) -> None:
+        self.go_file.write_text("go\n")
+
+    def results(self, timeout: float) -> list[dict]:
+        reports = []
+        for p, proc in zip(self.plan, self.procs):
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"routine worker {p['worker']} still running {timeout:.0f} s after its cameras "
+                                   f"stopped") from None
+            if not p["out"].is_file():
+                raise RuntimeError(f"routine worker {p['worker']} wrote no results (exit {proc.returncode}); see "
+                                   f"{self.workdir / ('worker%d.log' % p['worker'])}")
+            reports.append(json.loads(p["out"].read_text()))
+        if self.mps["active"]:
+            self.mps["server_list_after"] = mps_control("get_server_list")
+        return reports
+
+    def describe(self) -> list[dict]:
+        return [{k: v for k, v in p.items() if k not in ("ready", "out")} for p in self.plan]
+
+
+def wait_for_go(ready_file: str, go_file: str, timeout: float = 600.0) -> None:
+    """A worker's side: say it is warm, wait for the signal to start its cameras."""
+    Path(ready_file).write_text(f"{os.getpid()}\n")
+    deadline = time.monotonic() + timeout
+    while not Path(go_file).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no start signal ({go_file}) within {timeout:.0f} s")
+        time.sleep(0.002)

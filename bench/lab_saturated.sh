@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# GPU lab, one call (issue 15): the saturated lanes benchmark, RUNS times (default 3), each run
+# side by side: emergency idle; the emergency lane beside 8 routine 1080p cameras at 240 fps in one
+# process (lanes); the same with the routine cameras in worker processes under CUDA MPS (isolated);
+# the plain peer (peer); each with and without the emergency chain as one CUDA graph (_graph).
+# Then the GPU tests. Results under $OUT (saturated_<run>.json, logs), a table last.
+# Run from the repo root on the lab machine after the recipe in ../shared/GPU-LAB.md.
+# Env: RUNS ("1 2 3"), VARIANTS (",_graph"), STEPS (idle,lanes,isolated,peer), SECONDS_PER_STEP (4),
+# WARM (1.5), WORKERS (2), SM_PERCENT (60), MPS (1: start the MPS control daemon for the runs).
+set -uo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+started_mps=0
+if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  if nvidia-cuda-mps-control -d; then started_mps=1; echo "MPS control daemon started"; fi
+fi
+for run in ${RUNS:-1 2 3}; do
+  (cd /tmp && timeout 300 python3 -m holoburn.app bench --lanes --device cuda \
+     --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-,_graph}" \
+     --routine-streams 8 --routine-fps 240 --seconds "${SECONDS_PER_STEP:-4}" --warm "${WARM:-1.5}" \
+     --workers "${WORKERS:-2}" --worker-sm-percent "${SM_PERCENT:-60}" \
+     --out "$out" --name "saturated_$run.json") > "$out/saturated_$run.log" 2>&1
+  echo "run $run rc $?"
+  grep -E "^   |errors" "$out/saturated_$run.log" | tail -12
+done
+if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi
+[ "${GPU_TESTS:-1}" = 0 ] || (timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt")

@@ -1,0 +1,42 @@
+"""The isolated step of `holoburn bench --lanes`: the emergency camera in the benchmark's process,
+the routine cameras in worker processes (app/benchmarks/isolation.py). Run here on the CPU
+(ONNX Runtime, no MPS, no GPU): the processes start, wait for each other, play together and
+report; under MPS and on GPUs it is measured in the lab (bench/lab_saturated.sh)."""
+from __future__ import annotations
+
+import json
+
+from test_pipeline import holoburn
+
+from holoburn.app.benchmarks.isolation import split_streams, worker_gpus
+
+
+def test_cameras_and_gpus_are_shared_out_among_workers():
+    assert split_streams(8, 3) == [3, 3, 2]
+    assert split_streams(2, 4) == [1, 1]  # a worker without a camera is not started
+    assert worker_gpus(3, gpus=1) == [None, None, None]  # one GPU: shared
+    assert worker_gpus(3, gpus=2) == [1, 1, 1]  # the emergency process keeps GPU 0 to itself
+    assert worker_gpus(4, gpus=4) == [1, 2, 3, 1]
+    assert worker_gpus(2, gpus=0) == [None, None]
+
+
+def test_routine_workers_play_beside_the_emergency_process(tmp_path):
+    out = tmp_path / "bench"
+    result = holoburn("bench", "--lanes", "--device", "cpu", "--steps", "isolated", "--seconds", "3", "--warm", "1",
+                      "--routine-streams", "3", "--routine-fps", "4", "--workers", "2", "--out", out, "--name", "iso.json")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((out / "iso.json").read_text())
+    step = report["isolated"]
+    assert report["errors"] == {}
+    assert [w["cameras"] for w in step["workers"]] == [2, 1]
+    # no MPS daemon here: said in the results and in the log, never silently
+    assert step["mps"]["active"] is False and "nvidia-cuda-mps-control" in step["mps"]["why"]
+    assert "without CUDA MPS" in result.stderr + result.stdout
+    # the emergency camera alone in this process: only its own lane ran here
+    assert step["emergency_latency_ms"]["n"] >= 2
+    assert set(step["summary"]["by_frame_lane"]) == {"EMERGENCY"}
+    # the routine cameras played in the workers, at the same time (their window overlaps ours)
+    assert step["routine_fps"] > 0
+    assert len(step["routine_latency_ms_per_worker"]) == 2
+    assert all(set(acc) == {"ROUTINE"} for acc in step["routine_accounting_per_worker"])
+    assert step["worker_allocations_after_warmup"] == [0, 0]  # CPU lanes allocate nothing that is counted
