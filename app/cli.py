@@ -162,6 +162,14 @@ def _main(argv: list[str]) -> int:
         _ensure_stack()
     options = argv[: argv.index(command)] if command else argv  # holoburn's own, before the subcommand
     stack_hint = _quiet_holoscan(graph, verbose=bool({"-v", "--verbose"} & set(options)))
+    if command == "bench" and "--peer" in argv and "--cpu" not in argv:  # the GPU peer: its own options
+        from holoburn.app.benchmarks.peer import main as peer_main
+
+        try:
+            return peer_main([a for a in argv[argv.index(command) + 1:] if a != "--peer"])
+        except HoloburnError as exc:  # a missing or bad model card
+            print(f"holoburn bench --peer: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
