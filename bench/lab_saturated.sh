@@ -16,7 +16,7 @@ if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
   if nvidia-cuda-mps-control -d; then started_mps=1; echo "MPS control daemon started"; fi
 fi
 for run in ${RUNS:-1 2 3}; do
-  (cd /tmp && timeout 300 python3 -m holoburn.app bench --lanes --device cuda \
+  (cd /tmp && timeout "${RUN_TIMEOUT:-170}" python3 -m holoburn.app bench --lanes --device cuda \
      --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-,_graph}" \
      --routine-streams 8 --routine-fps 240 --seconds "${SECONDS_PER_STEP:-4}" --warm "${WARM:-1.5}" \
      --workers "${WORKERS:-2}" --worker-sm-percent "${SM_PERCENT:-60}" \
@@ -25,4 +25,4 @@ for run in ${RUNS:-1 2 3}; do
   grep -E "^   |errors" "$out/saturated_$run.log" | tail -12
 done
 if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi
-[ "${GPU_TESTS:-1}" = 0 ] || (timeout 200 python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt")
+[ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-80}" python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt")

@@ -40,3 +40,19 @@ def test_routine_workers_play_beside_the_emergency_process(tmp_path):
     assert len(step["routine_latency_ms_per_worker"]) == 2
     assert all(set(acc) == {"ROUTINE"} for acc in step["routine_accounting_per_worker"])
     assert step["worker_allocations_after_warmup"] == [0, 0]  # CPU lanes allocate nothing that is counted
+
+
+def test_the_lanes_benchmark_sets_holoburn_beside_its_peer(tmp_path):
+    """The peer step (app/benchmarks/peer.py) plays the same cameras as the lanes step, in the same
+    run, and the results carry both ratios the issue asks for."""
+    out = tmp_path / "bench"
+    result = holoburn("bench", "--lanes", "--device", "cpu", "--steps", "lanes,peer", "--seconds", "3", "--warm", "1",
+                      "--routine-streams", "2", "--routine-fps", "4", "--out", out, "--name", "lp.json")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((out / "lp.json").read_text())
+    lanes, peer = report["lanes"], report["peer"]
+    assert lanes["emergency_frames"]["offered"] == lanes["emergency_frames"]["processed"] > 0
+    assert peer["routine_streams"] == 2 and peer["emergency_frames"]["processed"] > 0
+    versus = report["versus_peer"]["lanes"]
+    assert versus["peer_p99_over_holoburn_p99"] == round(peer["emergency_latency_ms"]["p99"] / lanes["emergency_latency_ms"]["p99"], 2)
+    assert versus["holoburn_fps_over_peer_fps"] == round(lanes["routine_fps"] / peer["routine_fps"], 2)

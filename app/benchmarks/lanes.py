@@ -479,6 +479,10 @@ def main(argv=None):
             "emergency_latency_ms": lane_latency(records, "EMERGENCY", t0, t1),
             "routine_latency_ms": lane_latency(records, "ROUTINE", t0, t1),
             "routine_fps": throughput(records, "ROUTINE", t0, t1),
+            # every emergency frame the camera gave, processed or not (dropped by reason)
+            "emergency_frames": {"offered": sum(v["emitted"] for k, v in summary["sources"].items() if v["lane"] == "EMERGENCY"),
+                                 **{k: v for k, v in (summary["by_frame_lane"].get("EMERGENCY") or {}).items()
+                                    if k in ("processed", "dropped")}},
             "emergency_fps": throughput(records, "EMERGENCY", t0, t1),
             "allocations": alloc_delta(before, after),
             "emergency_breakdown_ms": trace_breakdown([r for r in records if r.lane == "EMERGENCY" and t0 <= r.entered_ns <= t1]),
@@ -543,6 +547,18 @@ def main(argv=None):
         steps |= {f"isolated{v}"} if "isolated" in steps else set()
         result[f"isolated{v}"] = step(f"isolated{v}", lambda: isolated_step(v))
     result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
+
+    def peer_step():
+        """What an engineer would write without holoburn (app/benchmarks/peer.py): same frames, same
+        cameras and schedule, same percentiles."""
+        from holoburn.app.benchmarks.peer import run_peer
+
+        out = run_peer(feed_frames, card, emergency_fps=emergency_fps, routine_streams=routine, routine_fps=routine_fps,
+                       seconds=seconds, warm=warm, precision=args.precision if gpu else "fp32", device=args.device)
+        print(f"   peer: emergency {out['emergency_latency_ms']}  routine fps {out['routine_fps']}", flush=True)
+        return out
+
+    result["peer"] = step("peer", peer_step)
     if gpu:
         result["pressure"] = step("pressure", lambda: pressure_step(lanes_step, args, feed_frames, emergency_fps,
                                                                       routine, routine_fps, min(total, 6.0), warm))
@@ -618,6 +634,18 @@ def headline(result, gpu) -> None:
                                        result["emergency_p99_ms_single_lane"])
     result["emergency_p99_lanes_over_idle"] = round(lanes_p99 / idle_p99, 2) if lanes_p99 and idle_p99 else None
     result["emergency_p99_single_over_lanes"] = round(single_p99 / lanes_p99, 2) if lanes_p99 and single_p99 else None
+    peer = result.get("peer") or {}
+    peer_p99, peer_fps = get(("peer", "emergency_latency_ms", "p99")), peer.get("routine_fps")
+    if peer_p99:  # > 1: holoburn ahead (lower emergency p99; more routine frames per second)
+        result["versus_peer"] = {
+            name: {"emergency_p99_ms": get((name, "emergency_latency_ms", "p99")), "peer_emergency_p99_ms": peer_p99,
+                   "peer_p99_over_holoburn_p99": round(peer_p99 / get((name, "emergency_latency_ms", "p99")), 2)
+                   if get((name, "emergency_latency_ms", "p99")) else None,
+                   "routine_fps": get((name, "routine_fps")), "peer_routine_fps": peer_fps,
+                   "holoburn_fps_over_peer_fps": round(get((name, "routine_fps")) / peer_fps, 2)
+                   if peer_fps and get((name, "routine_fps")) else None}
+            for name in result if (name.startswith("lanes") or name.startswith("isolated")) and isinstance(result[name], dict)
+            and get((name, "emergency_latency_ms", "p99"))}
     allocations = {}
     total = 0
     for stepname in ("lanes", "single"):
