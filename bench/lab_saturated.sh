@@ -11,6 +11,9 @@ set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+# the GPU tests first, each named (a crash names its test), without MPS
+[ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-80}" python3 -X faulthandler -m pytest -v -m gpu -p no:cacheprovider \
+  > "$out/pytest_gpu.txt" 2>&1; grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Fatal" "$out/pytest_gpu.txt" | head -30)
 started_mps=0
 if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
   if nvidia-cuda-mps-control -d; then started_mps=1; echo "MPS control daemon started"; fi
@@ -25,4 +28,3 @@ for run in ${RUNS:-1 2 3}; do
   grep -E "^   |errors" "$out/saturated_$run.log" | tail -12
 done
 if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi
-[ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-80}" python3 -m pytest -q -m gpu -p no:cacheprovider 2>&1 | tail -25 > "$out/pytest_gpu.txt"; tail -3 "$out/pytest_gpu.txt")

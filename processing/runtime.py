@@ -1065,11 +1065,10 @@ class GpuLaneRuntime(LaneRuntime):
             blocks_x = max(1, min(128, -(-pixels // (256 * 32))))
             k["histogram"]((blocks_x, len(members)), (256,),
                            (shown, np.int64(pixels), np.int32(C), counts[row:]), shared_mem=4 * (C + 1))
-        stream = self._cp.cuda.get_current_stream()
-        counts[:n].get(stream=stream, out=self.counts_host[slot][:n], blocking=False)
-        self.confidence[slot][:n].get(stream=stream, out=self.confidence_host[slot][:n], blocking=False)
-        if self.limits.picture_checks:
-            self.picture[slot][:n].get(stream=stream, out=self.picture_host[slot][:n], blocking=False)
+        copies = [(counts, self.counts_host), (self.confidence[slot], self.confidence_host)]
+        copies += [(self.picture[slot], self.picture_host)] if self.limits.picture_checks else []
+        for device, host in copies:
+            _copy_to_host(self._cp, device[:n], host[slot][:n])
 
     def _enqueue_overlay(self, slot: int, groups) -> None:
         for g, row, members in groups:
@@ -1103,7 +1102,13 @@ class GpuLaneRuntime(LaneRuntime):
                 self._enqueue_masks(batch.slot, groups, 1)
                 self._enqueue_overlay(batch.slot, groups)
 
-            chain = self._chains[key] = capture(work, self.stream_ptr, self.memory.malloc)
+            try:
+                chain = self._chains[key] = capture(work, self.stream_ptr, self.memory.malloc)
+            except RuntimeError as exc:  # CUDA, CuPy or torch refused the capture: stage by stage, said once
+                log.warning("lane %s: its device work could not be captured as one CUDA graph (%s); its stages run "
+                            "one by one", self.lane.name, exc)
+                self.chain_graph, self.chain_graph_refused = False, True
+                return None
             log.info("lane %s: one frame's device work captured as one CUDA graph (%dx%d, buffer set %d)",
                      self.lane.name, g.width, g.height, batch.slot)
         self._chains_warm.add(key)
@@ -1215,6 +1220,14 @@ class _LaneContext:
         self._stream.__exit__(*exc)
         self._alloc.__exit__(*exc)
         return False
+
+
+def _copy_to_host(cp, device, host) -> None:
+    """An asynchronous copy of a contiguous device array into pinned host memory on the current
+    stream, through the runtime API itself: CuPy's `get()` refuses while the stream is being
+    captured into a CUDA graph, cudaMemcpyAsync is captured as a node."""
+    cp.cuda.runtime.memcpyAsync(host.ctypes.data, device.data.ptr, device.nbytes,
+                                cp.cuda.runtime.memcpyDeviceToHost, cp.cuda.get_current_stream().ptr)
 
 
 def _external_stream(cp, ptr: int):

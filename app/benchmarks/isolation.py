@@ -129,13 +129,18 @@ class RoutineWorkers:
                     proc.kill()
         return False
 
+    def log_tail(self, k: int, lines: int = 12) -> str:
+        path = self.workdir / f"worker{k}.log"
+        text = path.read_text(errors="replace").splitlines() if path.is_file() else []
+        return "\n".join(text[-lines:])
+
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not all(p["ready"].exists() for p in self.plan):
             for p, proc in zip(self.plan, self.procs):
                 if proc.poll() is not None and not p["ready"].exists():
                     raise RuntimeError(f"routine worker {p['worker']} exited ({proc.returncode}) before it was ready; "
-                                       f"see {self.workdir / ('worker%d.log' % p['worker'])}")
+                                       f"{self.workdir / ('worker%d.log' % p['worker'])} ends:\n{self.log_tail(p['worker'])}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"routine workers not ready after {timeout:.0f} s")
             time.sleep(0.05)
@@ -152,8 +157,8 @@ class RoutineWorkers:
                 raise RuntimeError(f"routine worker {p['worker']} still running {timeout:.0f} s after its cameras "
                                    f"stopped") from None
             if not p["out"].is_file():
-                raise RuntimeError(f"routine worker {p['worker']} wrote no results (exit {proc.returncode}); see "
-                                   f"{self.workdir / ('worker%d.log' % p['worker'])}")
+                raise RuntimeError(f"routine worker {p['worker']} wrote no results (exit {proc.returncode}); "
+                                   f"{self.workdir / ('worker%d.log' % p['worker'])} ends:\n{self.log_tail(p['worker'])}")
             reports.append(json.loads(p["out"].read_text()))
         if self.mps["active"]:
             self.mps["server_list_after"] = mps_control("get_server_list")

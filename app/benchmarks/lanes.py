@@ -348,6 +348,10 @@ def main(argv=None):
         try:
             value = fn()
             print(f"== {name} done in {time.monotonic() - t:.1f} s", flush=True)
+            result[name] = value
+            # what is measured so far, in case a later step takes the process down
+            (out_dir / (args.name or f"gpu_lanes_{args.device}.json")).write_text(
+                json.dumps(result, indent=2, default=str) + "\n")
             return value
         except (HoloburnError, RuntimeError, MemoryError) as exc:  # a failing backend, CUDA or memory:
             # report it and go on with the other steps (a defect in holoburn stops the benchmark)
@@ -383,7 +387,7 @@ def main(argv=None):
         from holoburn.app.benchmarks.isolation import mps_state
 
         result["mps"] = mps_state()
-
+    if gpu:
         def open_for(lane):
             return open_backend(card, "torch", args.precision, device="cuda")
     else:
@@ -493,6 +497,8 @@ def main(argv=None):
         return out
 
     total = seconds + warm
+    name = args.name or f"gpu_lanes_{args.device}.json"
+
     def loaded():  # new cameras for each step: a source's reader is spent by the run that plays it
         return sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total, emergency=not worker)
 
@@ -520,7 +526,7 @@ def main(argv=None):
         base += ["--routine-batch", str(args.routine_batch)] if args.routine_batch else []
         base += ["--lanes-config", args.lanes_config] if args.lanes_config else []
         with RoutineWorkers(base, workers=args.workers, streams=routine, sm_percent=args.worker_sm_percent,
-                            workdir=workdir / f"workers{variant}") as workers:
+                            workdir=out_dir / f"{Path(name).stem}_workers{variant}") as workers:
             workers.wait_ready(timeout=240)
             workers.go()
             time.sleep(warm)  # the routine lanes fill up; their cameras play for 2 warm-ups + seconds
@@ -567,7 +573,6 @@ def main(argv=None):
     result["errors"] = errors
     result["wall_s"] = round(time.monotonic() - started, 1)
     headline(result, gpu)
-    name = args.name or f"gpu_lanes_{args.device}.json"
     (out_dir / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
     table(result)
     print(f"written {out_dir / name}")
