@@ -555,12 +555,25 @@ def main(argv=None):
     result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
 
     def peer_step():
-        """What an engineer would write without holoburn (app/benchmarks/peer.py): same frames, same
-        cameras and schedule, same percentiles."""
-        from holoburn.app.benchmarks.peer import run_peer
+        """What an engineer would write without holoburn (app/benchmarks/peer.py): the same frames,
+        cameras, schedule and percentiles, in a process of its own (`holoburn bench --peer`), so
+        that neither side's threads, GIL or CUDA state touch the other's."""
+        import subprocess
 
-        out = run_peer(feed_frames, card, emergency_fps=emergency_fps, routine_streams=routine, routine_fps=routine_fps,
-                       seconds=seconds, warm=warm, precision=args.precision if gpu else "fp32", device=args.device)
+        peer_out = out_dir / f"{Path(name).stem}_peer.json"
+        cmd = [sys.executable, "-m", "holoburn.app", "bench", "--peer", "--device", args.device, "--frame", args.frame,
+               "--seconds", str(seconds), "--warm", str(warm), "--routine-streams", str(routine), "--routine-fps",
+               str(routine_fps), "--emergency-fps", str(emergency_fps), "--out", str(out_dir), "--name", peer_out.name]
+        cmd += ["--input-size", str(args.input_size)] if args.input_size else []
+        cmd += ["--model", args.model] if args.model else []
+        cmd += ["--precision", args.precision] if gpu else []
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        (out_dir / f"{Path(name).stem}_peer.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0 or not peer_out.is_file():
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-8:])
+            raise RuntimeError(f"the peer exited {done.returncode} without results ({out_dir / (Path(name).stem + '_peer.log')}):"
+                               f"\n{tail}")
+        out = json.loads(peer_out.read_text())
         print(f"   peer: emergency {out['emergency_latency_ms']}  routine fps {out['routine_fps']}", flush=True)
         return out
 
