@@ -8,7 +8,7 @@ import json
 
 from test_pipeline import holoburn
 
-from holoburn.app.benchmarks.isolation import split_streams, worker_gpus
+from holoburn.processing.isolation import split_streams, worker_gpus
 
 
 def test_cameras_and_gpus_are_shared_out_among_workers():

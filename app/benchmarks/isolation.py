@@ -21,62 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from holoburn.processing.isolation import gpu_count, mps_control, mps_state, split_streams, worker_env, worker_gpus
+
 log = logging.getLogger("holoburn.bench")
-
-
-def mps_pipe_directory() -> Path:
-    return Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
-
-
-def mps_control(command: str, timeout: float = 5.0) -> str | None:
-    """One command to the MPS control daemon (its reply), or None where there is none."""
-    try:
-        done = subprocess.run(["nvidia-cuda-mps-control"], input=command + "\n", capture_output=True, text=True,
-                              timeout=timeout, check=False)
-    except (FileNotFoundError, subprocess.TimeoutExpired, PermissionError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def mps_state() -> dict:
-    """Whether CUDA processes started now become clients of an MPS server."""
-    control = mps_pipe_directory() / "control"
-    if not control.exists():
-        return {"active": False, "why": f"no MPS control daemon ({control} does not exist; start one with "
-                                        f"`nvidia-cuda-mps-control -d` as the GPU's owner)"}
-    return {"active": True, "pipe_directory": str(mps_pipe_directory())}
-
-
-def gpu_count() -> int:
-    try:
-        import cupy
-    except ImportError:
-        return 0
-    try:
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except cupy.cuda.runtime.CUDARuntimeError:  # no driver: no GPU to place workers on
-        return 0
-
-
-def worker_gpus(workers: int, gpus: int, emergency_gpu: int = 0) -> list[int | None]:
-    """The GPU of each routine worker: the GPUs other than the emergency process's, round robin;
-    with one GPU (or none known) they share it (None: leave CUDA_VISIBLE_DEVICES as it is)."""
-    others = [g for g in range(gpus) if g != emergency_gpu]
-    if not others:
-        return [None] * workers
-    return [others[k % len(others)] for k in range(workers)]
-
-
-def split_streams(streams: int, workers: int) -> list[int]:
-    """Cameras per worker, as even as can be; workers without a camera are not started."""
-    base, extra = divmod(streams, workers)
-    return [n for n in (base + (1 if k < extra else 0) for k in range(workers)) if n]
 
 
 class RoutineWorkers:
@@ -99,11 +51,7 @@ class RoutineWorkers:
         self.plan = []
         self.procs = []
         for k, (n, gpu) in enumerate(zip(counts, placement)):
-            env = dict(os.environ)
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            if self.mps["active"] and sm_percent:
-                env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(sm_percent))
+            env = worker_env(gpu, sm_percent, self.mps)
             ready = self.workdir / f"ready{k}"
             ready.unlink(missing_ok=True)
             out = self.workdir / f"worker{k}.json"
@@ -170,7 +118,7 @@ class RoutineWorkers:
 
 def wait_for_go(ready_file: str, go_file: str, timeout: float = 600.0) -> None:
     """A worker's side: say it is warm, wait for the signal to start its cameras."""
-    Path(ready_file).write_text(f"{os.getpid()}\n")
+    Path(ready_file).write_text("ready\n")
     deadline = time.monotonic() + timeout
     while not Path(go_file).exists():
         if time.monotonic() > deadline:

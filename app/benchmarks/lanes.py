@@ -384,7 +384,7 @@ def main(argv=None):
         result["backend"] = f"torch {args.precision} CUDA graphs ({LAB_NOTE})"
         result["checks"] = step("checks", lambda: gpu_checks(args, card, frames, policies, workdir))
     if gpu and not worker:
-        from holoburn.app.benchmarks.isolation import mps_state
+        from holoburn.processing.isolation import mps_state
 
         result["mps"] = mps_state()
     if gpu:

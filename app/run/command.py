@@ -33,6 +33,10 @@ def _common(p: argparse.ArgumentParser, out_default: str | None) -> None:
     p.add_argument("--body-region", help="named body region in view (rule of nines), for %%TBSA")
     p.add_argument("--lane", help="lane of this source: EMERGENCY | URGENT | ROUTINE | BATCH_SCREENING")
     p.add_argument("--realtime", action="store_true", default=None, help="pace frames as a camera would")
+    p.add_argument("--isolation", choices=("auto", "process", "none"),
+                   help="routine cameras in processes of their own (gpu.isolation; default auto: on a GPU, when "
+                        "urgent and routine cameras share the run)")
+    p.add_argument("--source-numbers", help=argparse.SUPPRESS)  # a routine process's cameras' run-wide numbers
     d = p.add_argument_group("distributed (Holoscan fragments capture, analysis, display over UCX)")
     d.add_argument("--distributed", action="store_true", help="compose the graph as three fragments")
     d.add_argument("--driver", action="store_true", help="this process runs the Holoscan driver")
@@ -61,6 +65,8 @@ def _config(args, location: str) -> dict:
         "source.body_region": args.body_region,
         "source.lane": args.lane,
         "source.realtime": args.realtime,
+        "source.numbers": [int(n) for n in args.source_numbers.split(",")] if getattr(args, "source_numbers", None) else None,
+        "gpu.isolation": getattr(args, "isolation", None),
         "inference.backend": args.backend,
         "inference.precision": args.precision,
         "inference.model": args.model,
@@ -91,7 +97,10 @@ def replay_and_report(config: dict, specs: list[str], out_dir: Path, argv: list[
         raise BadInput("a distributed run takes one --source")
     label = "frames"
     kinds = [parse_source(parse_lane_spec(s, "ROUTINE")[0])[0] for s in specs]
-    names = ", ".join(f"{kind}:{n}" for n, kind in enumerate(kinds, 1))  # opaque ids: paths may name patients
+    numbers = config["source"].get("numbers") or range(1, len(kinds) + 1)
+    names = ", ".join(f"{kind}:{n}" for n, kind in zip(numbers, kinds))  # opaque ids: paths may name patients
+    if config["source"].get("numbers"):  # one of a run's processes (gpu.isolation): whose frames these are
+        label = f"frames of {names}"
     print(f"holoburn: {names} -> {out_dir}" + (f" | this process: {' '.join(argv[1:]) or 'driver'}" if argv else ""))
     try:
         summary = replay(config, specs, out_dir, progress=Progress(label, None), argv=argv)
@@ -135,10 +144,21 @@ def print_summary(summary: dict, out_dir: Path) -> None:
 
 
 def run_run(args) -> int:
+    from holoburn.app.run.isolation import lane_processes, run_isolated
     from holoburn.app.run.replay import parse_lane_spec
 
     first, lane = parse_lane_spec(args.source[0], args.lane or "ROUTINE")
-    return replay_and_report(_config(args, first), args.source, Path(args.out), holoscan_argv(args))
+    config = _config(args, first)
+    argv = holoscan_argv(args)
+    plan = None if argv else lane_processes(config, args.source)
+    if plan is None:
+        return replay_and_report(config, args.source, Path(args.out), argv)
+
+    def run_here(specs, numbers):  # the urgent cameras, in this process, under their run-wide ids
+        return replay_and_report({**config, "source": {**config["source"], "numbers": numbers}}, specs, Path(args.out),
+                                 None)
+
+    return run_isolated(args, config, plan, Path(args.out), run_here)
 
 
 def run_demo(args) -> int:

@@ -80,9 +80,12 @@ def open_sources(config: dict, specs: list[str], *, open_readers: bool, readers:
     src = config["source"]
     region = src["body_region"]
     facts = SourceFacts(region_tbsa_pct(region, src["age_years"]) if region else None, region, src["cm2_per_pixel"])
-    several = len(specs) > 1
+    several = len(specs) > 1 or bool(src.get("numbers"))  # a lane process of a run with several cameras
+    numbers = src.get("numbers") or list(range(1, len(specs) + 1))
+    if len(numbers) != len(specs):
+        raise BadInput(f"source.numbers names {len(numbers)} sources but {len(specs)} are given")
     sources: list[SourceSpec] = []
-    for spec in specs:
+    for spec, number in zip(specs, numbers):
         location, lane = parse_lane_spec(spec, src["lane"])
         kind, where = parse_source(location)
         if kind == "gxf" and several:
@@ -90,7 +93,7 @@ def open_sources(config: dict, specs: list[str], *, open_readers: bool, readers:
                            "(holoburn convert)")
         if location in [parse_lane_spec(s, src["lane"])[0] for s in specs[: specs.index(spec)]]:
             raise BadInput(f"source {location} is given twice; give each camera or file once")
-        sid = source_id(location, len(sources) + 1)
+        sid = source_id(location, int(number))
         reader = (readers or {}).get(spec) or (open_reader(location, config, source_id=sid)
                                                 if open_readers and kind != "gxf" else None)
         recording = gxf_recording(where) if kind == "gxf" else None
@@ -130,6 +133,11 @@ def open_backend_for(card, inference: dict, device: str):
         return open_backend(card, inference["backend"], inference["precision"], device, threads=inference["threads"])
 
 
+def run_device(config: dict) -> str:
+    """Where a run's lanes run: cuda where a device is there and the backend can use it."""
+    return "cuda" if cuda_available() and config["inference"]["backend"] in ("auto", "torch", "tensorrt") else "cpu"
+
+
 def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), keep_logits=False, progress=None,
                 argv: list[str] | None = None, device: str | None = None, readers: dict | None = None) -> Replay:
     """Open sources, model, lanes and results writer for a run of `specs` (KIND:LOCATION[@LANE])."""
@@ -140,8 +148,7 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
         config = {**config, "dicom": {**config["dicom"], "audit_log": str(out_dir / audit)}}
     src, inference, tri = config["source"], config["inference"], config["triage"]
     sources = open_sources(config, specs, open_readers="capture" in here, readers=readers)
-    on_gpu = cuda_available() and inference["backend"] in ("auto", "torch", "tensorrt")
-    device = device or ("cuda" if on_gpu else "cpu")
+    device = device or run_device(config)
     card = load_card(inference["model"] or None)
     policies = lane_policies(config)
     router = LaneRouter(defaults={s.source_id: s.lane for s in sources}, escalate=tri["escalate"],

@@ -1,0 +1,73 @@
+"""Lanes in processes of their own: what the run and the benchmark share (no Holoscan here).
+
+Cameras of the urgent lanes stay in the main process; routine cameras go to worker processes
+that run the same graph. Under CUDA MPS (a control daemon running) the processes' kernels share
+the SMs side by side and each routine process is held to a share of them
+(`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`); without MPS they time-slice the GPU, which the callers say
+in their log and results. With several GPUs the routine processes go to the GPUs other than the
+main process's, round robin.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+
+def mps_pipe_directory() -> Path:
+    return Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+
+
+def mps_control(command: str, timeout: float = 5.0) -> str | None:
+    """One command to the MPS control daemon (its reply), or None where there is none."""
+    try:
+        done = subprocess.run(["nvidia-cuda-mps-control"], input=command + "\n", capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired, PermissionError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def mps_state() -> dict:
+    """Whether CUDA processes started now become clients of an MPS server."""
+    control = mps_pipe_directory() / "control"
+    if not control.exists():
+        return {"active": False, "why": f"no MPS control daemon ({control} does not exist; start one with "
+                                        f"`nvidia-cuda-mps-control -d` as the GPU's owner)"}
+    return {"active": True, "pipe_directory": str(mps_pipe_directory())}
+
+
+def gpu_count() -> int:
+    try:
+        import cupy
+    except ImportError:
+        return 0
+    try:
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except cupy.cuda.runtime.CUDARuntimeError:  # no driver: no GPU to place workers on
+        return 0
+
+
+def worker_gpus(workers: int, gpus: int, emergency_gpu: int = 0) -> list[int | None]:
+    """The GPU of each routine worker: the GPUs other than the emergency process's, round robin;
+    with one GPU (or none known) they share it (None: leave CUDA_VISIBLE_DEVICES as it is)."""
+    others = [g for g in range(gpus) if g != emergency_gpu]
+    if not others:
+        return [None] * workers
+    return [others[k % len(others)] for k in range(workers)]
+
+
+def split_streams(streams: int, workers: int) -> list[int]:
+    """Cameras per worker, as even as can be; workers without a camera are not started."""
+    base, extra = divmod(streams, workers)
+    return [n for n in (base + (1 if k < extra else 0) for k in range(workers)) if n]
+
+
+def worker_env(gpu: int | None, sm_percent: int | None, mps: dict) -> dict:
+    """The environment of one routine process: its GPU, and its share of SMs under MPS."""
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if mps.get("active") and sm_percent:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(sm_percent))
+    return env
