@@ -6,7 +6,9 @@ calibrators), what TensorRT 10 builds with its INT8 flag, and what ONNX Runtime 
 that its accuracy can be measured without a GPU. Its form follows what TensorRT accepts:
 symmetric INT8 (zero point 0) for activations and weights, per-channel weight scales, biases left
 in float (TensorRT rejects an int32 DequantizeLinear), and the card's sensitive layers (plus the
-stem, where the domain asks for it) left unquantized.
+stem, where the domain asks for it) left unquantized. The strategy's other options (asymmetric or
+uint8 activations, 7-bit weights, Q/DQ only at convolution inputs) exist to measure recipes on the
+CPU (bench/int8_recipes.py); TensorRT refuses a non-zero zero point.
 
 Calibration frames are (H, W, 3) uint8 RGB (read from disk by frames.py), put through
 `prepare_input`, the exact preprocessing of the pipeline.
@@ -35,6 +37,8 @@ log = logging.getLogger("holoburn.engines.quantize")
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "quantization.yaml"
 CALIBRATION_METHODS = ("entropy", "percentile", "minmax")
+#: activation integer types; TensorRT takes only int8 with zero point 0 (uint8 is for CPU-only models)
+ACTIVATION_TYPES = ("int8", "uint8")
 
 
 class CalibrationError(BadInput):
@@ -52,6 +56,12 @@ class Strategy:
     per_channel: bool = True
     symmetric_activations: bool = True
     keep_first_conv_fp32: bool = False
+    # Q/DQ on the outputs of Conv/ConvTranspose as well as on their inputs (onnxruntime's default
+    # placement); False: inputs only, TensorRT's recommended placement (a convolution's output stays
+    # float into its ReLU and is quantized once, where the next convolution reads it)
+    quantize_conv_outputs: bool = True
+    activation_type: str = "int8"
+    reduce_range: bool = False  # 7-bit weights (for CPUs whose int8 kernels saturate; not needed by TensorRT)
     fp16_keep_io_types: bool = True
     fp16_op_block_list: tuple[str, ...] = ()
     max_drop_points: float = 1.0
@@ -65,6 +75,8 @@ class Strategy:
             raise CalibrationError(
                 f"unknown calibration method {values['calibration_method']!r}; choose one of {', '.join(CALIBRATION_METHODS)}"
             )
+        if "activation_type" in values and values["activation_type"] not in ACTIVATION_TYPES:
+            raise CalibrationError(f"unknown activation type {values['activation_type']!r}; choose one of {', '.join(ACTIVATION_TYPES)}")
         return Strategy(**{**self.__dict__, **values})
 
     def int8_recipe(self) -> dict:
@@ -76,6 +88,10 @@ class Strategy:
             "per_channel": self.per_channel,
             "symmetric_activations": self.symmetric_activations,
             "keep_first_conv_fp32": self.keep_first_conv_fp32,
+            # options added later are in the recipe (the cache key) only when changed, so models
+            # cached before them keep their keys
+            **{name: getattr(self, name) for name in ("quantize_conv_outputs", "activation_type", "reduce_range")
+               if getattr(self, name) != Strategy.__dataclass_fields__[name].default},
         }
 
     def fp16_recipe(self) -> dict:
@@ -100,6 +116,11 @@ def load_strategy(domain: str | None = None, config_path: str | Path | None = No
         raise CalibrationError(
             f"quantization config {path}, domain {domain}: calibration_method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}"
         )
+    activation_type = str(int8.get("activation_type", "int8")).lower()
+    if activation_type not in ACTIVATION_TYPES:
+        raise CalibrationError(
+            f"quantization config {path}, domain {domain}: activation_type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}"
+        )
     return Strategy(
         domain=domain,
         calibration_method=method,
@@ -108,6 +129,9 @@ def load_strategy(domain: str | None = None, config_path: str | Path | None = No
         per_channel=bool(int8.get("per_channel", True)),
         symmetric_activations=bool(int8.get("symmetric_activations", True)),
         keep_first_conv_fp32=bool(int8.get("keep_first_conv_fp32", False)),
+        quantize_conv_outputs=bool(int8.get("quantize_conv_outputs", True)),
+        activation_type=activation_type,
+        reduce_range=bool(int8.get("reduce_range", False)),
         fp16_keep_io_types=bool(fp16.get("keep_io_types", True)),
         fp16_op_block_list=tuple(fp16.get("op_block_list") or ()),
         max_drop_points=float(gate.get("max_drop_points", 1.0)),
@@ -214,6 +238,8 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
             "WeightSymmetric": True,
             "QuantizeBias": False,  # TensorRT only dequantizes int8/fp8 tensors, not an int32 bias
         }
+        if not strategy.quantize_conv_outputs:
+            extra["OpTypesToExcludeOutputQuantization"] = ["Conv", "ConvTranspose"]
         if strategy.calibration_method == "percentile":
             extra["CalibPercentile"] = strategy.percentile
         # onnxruntime's calibrators print progress to stdout: keep stdout for results (--json)
@@ -225,8 +251,9 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
             _Reader() if ranges is None else None,
             quant_format=QuantFormat.QDQ,
             per_channel=strategy.per_channel,
-            activation_type=QuantType.QInt8,
+            activation_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[strategy.activation_type],
             weight_type=QuantType.QInt8,
+            reduce_range=strategy.reduce_range,
             calibrate_method=methods[strategy.calibration_method],
             nodes_to_exclude=[n for n in keep if n in names_after],
             calibration_providers=["CPUExecutionProvider"],
@@ -238,5 +265,7 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
         "calibration_method": strategy.calibration_method,
         "calibration_frames": len(feeds),
         "kept_in_float": keep,
+        "quantize_conv_outputs": strategy.quantize_conv_outputs,
+        "activation_type": strategy.activation_type,
         **({"percentile": strategy.percentile} if strategy.calibration_method == "percentile" else {}),
     }

@@ -96,6 +96,32 @@ def test_calibration_methods_differ(tmp_path, pixel_card, engine_data):
         load_strategy().with_overrides(calibration_method="kl")
 
 
+def test_int8_recipe_options(tmp_path, pixel_card, engine_data):
+    """The recipe options bench/int8_recipes.py measures: Q/DQ placement, activation type, and
+    that each one changes the cache key (a model made with another recipe is never reused)."""
+    from holoburn.engines.precision import converted_key
+
+    card = load_card(pixel_card)
+    base = load_strategy()
+    assert base.quantize_conv_outputs and base.activation_type == "int8" and not base.reduce_range
+    made = {}
+    for label, strategy in {"default": base, "inputs_only": base.with_overrides(quantize_conv_outputs=False),
+                            "uint8": base.with_overrides(activation_type="uint8", symmetric_activations=False)}.items():
+        out = tmp_path / f"{label}.onnx"
+        quantize_int8(card.onnx_path, out, card, engine_data["calib"][:4], strategy)
+        made[label] = onnx.load(str(out))
+    quantized = lambda m: {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}  # noqa: E731
+    assert "mix_y" in quantized(made["default"])  # onnxruntime's placement: a conv's output too
+    assert "mix_y" not in quantized(made["inputs_only"]) and "stem_r" in quantized(made["inputs_only"])  # mix reads stem_r
+    zero_points = {i.name: i.data_type for i in made["uint8"].graph.initializer if i.name.endswith("_zero_point")}
+    assert onnx.TensorProto.UINT8 in zero_points.values()
+    keys = {converted_key(card, "int8", s).recipe for s in (base, base.with_overrides(quantize_conv_outputs=False),
+                                                             base.with_overrides(activation_type="uint8"), base.with_overrides(reduce_range=True))}
+    assert len(keys) == 4
+    with pytest.raises(CalibrationError, match="activation type"):
+        base.with_overrides(activation_type="int4")
+
+
 def test_strategies_per_domain():
     derm, radio = load_strategy(), load_strategy("radiology")
     assert derm.domain == "dermatology" and derm.calibration_method == "percentile" and derm.max_drop_points == 1.0
