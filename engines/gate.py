@@ -10,6 +10,11 @@ truth cannot be checked: its row says "untested", the verdict names it as not te
 loss), and it refuses the candidate too unless the strategy's require_all_classes is off, so an
 incomplete set never passes by default. Background and healthy skin are reported, not gated.
 
+Frames whose truth holds no burn at all (real photographs of no burn, scenes without skin) are
+negatives: beside the per-class rows the gate compares the share of their pixels each model calls
+burn, and a candidate that calls more than `max_drop_points` points more of them burn than FP32
+is refused (`false_burn_on_negatives`), however small their weight in the pooled Dice.
+
 Held-out sets are directories: frames as a video (e.g. `frames.mp4`), a `frames/` folder or image
 files (read by frames.py), plus a `masks/` folder of single-channel PNG class masks (uint8 class
 indices) in the same order as the frames.
@@ -88,6 +93,12 @@ class Scores:
     confusion: np.ndarray
     burn_classes: list[int]
     agreement: float = float("nan")  # share of pixels whose class equals the FP32 prediction
+    negative_pixels: int = 0  # pixels of the frames whose truth holds no burn
+    negative_burn_pixels: int = 0  # ... of them called burn
+
+    @property
+    def false_burn_on_negatives(self) -> float:
+        return self.negative_burn_pixels / self.negative_pixels if self.negative_pixels else float("nan")
 
     @property
     def dice(self) -> np.ndarray:
@@ -124,19 +135,25 @@ def evaluate(infers: dict[str, Callable[[np.ndarray], np.ndarray]], samples: Ite
     n = card.num_classes
     confusion = {label: np.zeros((n, n), np.int64) for label in infers}
     agree = {label: 0 for label in infers}
-    pixels = 0
+    called_burn = {label: 0 for label in infers}
+    pixels = negatives = 0
+    burn = burn_class_indices(card)
     for frame, truth in samples:
         predictions = {label: segment(infer, frame, card) for label, infer in infers.items()}
+        negative = not np.isin(truth, burn).any()
         for label, predicted in predictions.items():
             confusion[label] += confusion_matrix(truth, predicted, n)
             if reference in predictions:
                 agree[label] += int((predicted == predictions[reference]).sum())
+            if negative:
+                called_burn[label] += int(np.isin(predicted, burn).sum())
         pixels += truth.size
+        negatives += truth.size if negative else 0
     if pixels == 0:
         raise HoldoutError("the held-out set is empty")
-    burn = burn_class_indices(card)
     return {
-        label: Scores(confusion[label], burn, agree[label] / pixels if reference in infers else float("nan"))
+        label: Scores(confusion[label], burn, agree[label] / pixels if reference in infers else float("nan"),
+                      negatives, called_burn[label])
         for label in infers
     }
 
@@ -175,14 +192,22 @@ class GateReport:
     frames: int
     meta: dict = field(default_factory=dict)
     require_all_classes: bool = True  # an untested burn class refuses the candidate
+    # share of the negatives' pixels called burn: (fp32, candidate); None without negatives
+    negatives: tuple[float, float] | None = None
+
+    def more_false_burn(self) -> bool:
+        """The candidate calls more than the limit more of the negatives' pixels burn than FP32."""
+        return self.negatives is not None and \
+            self.negatives[1] - self.negatives[0] > self.max_drop_points / 100.0 + 1e-12
 
     @property
     def passed(self) -> bool:
         return not self.failures()
 
     def lost(self) -> list[str]:
-        """Classes that lost more than the limit."""
-        return [r.name for r in self.rows if r.status == "FAIL"]
+        """Classes that lost more than the limit (and false_burn_on_negatives, gained beyond it)."""
+        return [r.name for r in self.rows if r.status == "FAIL"] + \
+            (["false_burn_on_negatives"] if self.more_false_burn() else [])
 
     def untested(self) -> list[str]:
         """Gated classes (or any-burn) absent from the held-out truth: nothing could be measured."""
@@ -198,8 +223,13 @@ class GateReport:
         limit = f"{self.max_drop_points:.2f} points"
         within = [r.name for r in self.rows if r.status == "pass"]
         said = []
-        if self.lost():
-            said.append(f"Lost more than {limit} of Dice or sensitivity on {', '.join(self.lost())}.")
+        classes = [r.name for r in self.rows if r.status == "FAIL"]
+        if classes:
+            said.append(f"Lost more than {limit} of Dice or sensitivity on {', '.join(classes)}.")
+        if self.more_false_burn():
+            ref, cand = self.negatives
+            said.append(f"Called {_points(cand - ref):.2f} points more of the no-burn frames' pixels burn "
+                        f"(false_burn_on_negatives; at most {limit}).")
         if within:
             said.append(f"Within {limit} on {', '.join(within)}.")
         if self.untested():
@@ -243,6 +273,11 @@ class GateReport:
                 f"| {r.name} | {fmt(r.reference_dice)} | {fmt(r.candidate_dice)} | {delta(r.dice_delta)} | "
                 f"{fmt(r.reference_sensitivity)} | {fmt(r.candidate_sensitivity)} | {delta(r.sensitivity_delta)} | {r.status} |"
             )
+        if self.negatives is not None:
+            ref, cand = self.negatives
+            lines += ["", f"Negatives (frames whose truth holds no burn): fp32 calls {fmt(ref)} % of their pixels burn, "
+                          f"{self.candidate} {fmt(cand)} % ({delta(cand - ref)}; more than {self.max_drop_points:.2f} "
+                          f"points more refuses): {'FAIL' if self.more_false_burn() else 'pass'}."]
         if not self.passed or self.untested():
             lines += ["", f"{verdict}: {self.reason()}"]
         return "\n".join(lines) + "\n"
@@ -260,6 +295,9 @@ class GateReport:
             "max_drop_points": self.max_drop_points,
             "frames": self.frames,
             "pixel_agreement_pct": num(self.agreement),
+            "false_burn_on_negatives_pct": None if self.negatives is None else
+            {"fp32": num(self.negatives[0]), "candidate": num(self.negatives[1]),
+             "status": "FAIL" if self.more_false_burn() else "pass"},
             "rows": [
                 {
                     "class": r.name,
@@ -309,7 +347,9 @@ def compare(card: ModelCard, reference: Scores, candidate: Scores, label: str, m
     any_values = (reference.any_burn_dice, candidate.any_burn_dice, reference.any_burn_sensitivity, candidate.any_burn_sensitivity)
     any_present = bool(truth_present[list(burn)].any())
     rows.append(GateRow("any_burn", True, *any_values, status(True, any_present, *any_values)))
-    return GateReport(label, max_drop_points, rows, candidate.agreement, frames, require_all_classes=require_all_classes)
+    negatives = (reference.false_burn_on_negatives, candidate.false_burn_on_negatives) if reference.negative_pixels else None
+    return GateReport(label, max_drop_points, rows, candidate.agreement, frames, require_all_classes=require_all_classes,
+                      negatives=negatives)
 
 
 def onnx_infer(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

@@ -195,3 +195,42 @@ def test_labelled_set_and_frames_from_folders(tmp_path, engine_data):
     assert len(list(iter_frames_rgb(directory / "frames", limit=2))) == 2
     with pytest.raises(FrameSetError, match="nowhere"):
         list(iter_frames_rgb(tmp_path / "nowhere"))
+
+
+def test_gate_refuses_more_false_burn_on_frames_without_burn():
+    """Negatives (truth without burn: real photographs of no burn) weigh little in pooled Dice; the
+    gate compares the share of their pixels each model calls burn on its own."""
+    from types import SimpleNamespace
+
+    from holoburn.engines.gate import compare
+
+    size, classes = 16, ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial",
+                         "full_thickness"]
+    card = SimpleNamespace(classes=classes, num_classes=6, input_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                           path="test-card")
+
+    def model(burn_rows_on_negatives: int):
+        def infer(batch):  # class from the picture's red channel; a dark picture is the negative
+            logits = np.zeros((1, 6, size, size), np.float32)
+            red = batch[0, 0]
+            logits[0, 5] = np.where(red > 100, 10.0, 0.0)  # bright: full thickness
+            logits[0, 0] = np.where(red <= 100, 5.0, 0.0)
+            if red.max() <= 100:  # the negative frame: some rows called superficial
+                logits[0, 2, :burn_rows_on_negatives] = 20.0
+            return logits
+        return infer
+
+    scene = (np.full((size, size, 3), 200, np.uint8), np.full((size, size), 5, np.uint8))
+    negative = (np.full((size, size, 3), 20, np.uint8), np.zeros((size, size), np.uint8))
+    for rows, refused in ((0, False), (1, True)):  # 1 of 16 rows: 6.25 % of the negative's pixels
+        # 20 burn scenes beside one negative: its false burn moves the pooled any-burn Dice by 0.16 points only
+        scores = evaluate({"fp32": model(0), "int8": model(rows)}, [scene] * 20 + [negative], card)
+        assert scores["fp32"].negative_pixels == size * size and scores["int8"].negative_burn_pixels == rows * size
+        # the scenes hold one burn class (the others untested, allowed here): only the negatives can refuse
+        report = compare(card, scores["fp32"], scores["int8"], "int8", max_drop_points=1.0, require_all_classes=False)
+        assert [r.name for r in report.rows if r.status == "FAIL"] == []
+        assert report.passed is not refused
+        assert ("false_burn_on_negatives" in report.lost()) is refused
+        assert report.to_json()["false_burn_on_negatives_pct"]["candidate"] == pytest.approx(100 * rows / size)
+        if refused:
+            assert "6.25 points more of the no-burn frames' pixels burn" in report.reason()
