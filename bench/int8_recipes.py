@@ -141,9 +141,10 @@ def main(argv=None) -> int:
     card = load_card(DEFAULT_CARD)
     size = inspect.signature(synthetic_sets).parameters["size"].default
     holdout, gate_calibration = synthetic_sets(args.holdout_frames) if args.holdout_frames else synthetic_sets()
-    scenes = args.holdout_frames or inspect.signature(synthetic_sets).parameters["holdout_frames"].default
     if args.scenes_only:
-        holdout = holdout[:scenes]  # synthetic_sets puts the photographs last
+        holdout = {name: pairs for name, pairs in holdout.items() if name != "photographs"}
+    scenes = sum(len(pairs) for name, pairs in holdout.items() if name != "photographs")
+    families = {name: len(pairs) for name, pairs in holdout.items()}
     configured = load_strategy()
     base = configured.with_overrides(**BASELINE)
     rows = []
@@ -170,9 +171,10 @@ def main(argv=None) -> int:
     command = "python3 bench/int8_recipes.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
     run = {
         "command": command,
-        "holdout": {"frames": len(holdout), "synthetic_scenes": scenes, "photographs": len(holdout) - scenes,
-                    "what": "app.run.engine_setup.synthetic_sets: contact + varied scenes (hold-out seed, one scene per frame)"
-                            + ("" if args.scenes_only else " + held-out photographs as no burn")},
+        "holdout": {"frames": sum(families.values()), "synthetic_scenes": scenes, "families": families,
+                    "what": "app.run.engine_setup.synthetic_sets: contact, varied and independent-generator scenes "
+                            "(hold-out seed, one scene per frame), judged pooled and family by family"
+                            + ("" if args.scenes_only else ", + held-out photographs as no burn")},
         "model": card.model_id,
         "limit_points": base.max_drop_points,
         "gate": "holoburn.engines.gate.run_gate (Dice and sensitivity per burn class and any-burn vs fp32)",

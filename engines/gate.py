@@ -15,6 +15,11 @@ negatives: beside the per-class rows the gate compares the share of their pixels
 burn, and a candidate that calls more than `max_drop_points` points more of them burn than FP32
 is refused (`false_burn_on_negatives`), however small their weight in the pooled Dice.
 
+A held-out set given as families ({name: pairs}, e.g. the generated one: contact, varied,
+independent scenes and photographs) is also judged family by family: a loss beyond the limit in
+any one family refuses the candidate, even where the pooled figures hide it. (A class absent from
+one family is not a failure of that family; the pooled set must hold every class.)
+
 Held-out sets are directories: frames as a video (e.g. `frames.mp4`), a `frames/` folder or image
 files (read by frames.py), plus a `masks/` folder of single-channel PNG class masks (uint8 class
 indices) in the same order as the frames.
@@ -158,6 +163,14 @@ def evaluate(infers: dict[str, Callable[[np.ndarray], np.ndarray]], samples: Ite
     }
 
 
+def pooled(parts: list[Scores]) -> Scores:
+    """Scores of several sets as of one: confusion and negatives added, agreement weighted by pixels."""
+    pixels = [int(p.confusion.sum()) for p in parts]
+    agreement = sum(p.agreement * n for p, n in zip(parts, pixels)) / sum(pixels) if sum(pixels) else float("nan")
+    return Scores(sum(p.confusion for p in parts), parts[0].burn_classes, agreement,
+                  sum(p.negative_pixels for p in parts), sum(p.negative_burn_pixels for p in parts))
+
+
 def _points(value: float) -> float:
     return value * 100.0
 
@@ -194,6 +207,7 @@ class GateReport:
     require_all_classes: bool = True  # an untested burn class refuses the candidate
     # share of the negatives' pixels called burn: (fp32, candidate); None without negatives
     negatives: tuple[float, float] | None = None
+    families: dict = field(default_factory=dict)  # family name -> its own GateReport
 
     def more_false_burn(self) -> bool:
         """The candidate calls more than the limit more of the negatives' pixels burn than FP32."""
@@ -214,8 +228,10 @@ class GateReport:
         return [r.name for r in self.rows if r.status == "untested"]
 
     def failures(self) -> list[str]:
-        """What refuses the candidate: the losses, and the untested classes when all are required."""
-        return self.lost() + (self.untested() if self.require_all_classes else [])
+        """What refuses the candidate: the losses (pooled, then per family), and the untested
+        classes when all are required."""
+        families = [f"{name}: {lost}" for name, sub in self.families.items() for lost in sub.lost()]
+        return self.lost() + families + (self.untested() if self.require_all_classes else [])
 
     def reason(self) -> str:
         """The verdict in words: the classes that lost more than the limit, those within it, and
@@ -232,6 +248,9 @@ class GateReport:
                         f"(false_burn_on_negatives; at most {limit}).")
         if within:
             said.append(f"Within {limit} on {', '.join(within)}.")
+        for name, sub in self.families.items():
+            if sub.lost():
+                said.append(f"On the {name} frames alone ({sub.frames}): {sub.reason().split(' Within')[0]}")
         if self.untested():
             consequence = ("an untested burn class refuses the candidate" if self.require_all_classes
                            else "accepted without them (require_all_classes is off)")
@@ -278,6 +297,12 @@ class GateReport:
             lines += ["", f"Negatives (frames whose truth holds no burn): fp32 calls {fmt(ref)} % of their pixels burn, "
                           f"{self.candidate} {fmt(cand)} % ({delta(cand - ref)}; more than {self.max_drop_points:.2f} "
                           f"points more refuses): {'FAIL' if self.more_false_burn() else 'pass'}."]
+        if self.families:
+            lines += ["", "| family | frames | worst delta (Dice or sensitivity) | gate |", "|---|---:|---:|---|"]
+            for name, sub in self.families.items():
+                worst = sub.summary()["worst_delta_points"]
+                lines.append(f"| {name} | {sub.frames} | {'n/a' if math.isnan(worst) else f'{worst:+.2f}'} | "
+                             f"{'FAIL: ' + ', '.join(sub.lost()) if sub.lost() else 'pass'} |")
         if not self.passed or self.untested():
             lines += ["", f"{verdict}: {self.reason()}"]
         return "\n".join(lines) + "\n"
@@ -312,6 +337,9 @@ class GateReport:
                 }
                 for r in self.rows
             ],
+            "families": {name: {"frames": sub.frames, "passed": not sub.lost(), "lost": sub.lost(),
+                                "rows": sub.to_json()["rows"], "false_burn_on_negatives_pct": sub.to_json()["false_burn_on_negatives_pct"]}
+                         for name, sub in self.families.items()},
             "meta": self.meta,
         }
 
@@ -371,19 +399,26 @@ def onnx_infer(path: str | Path, threads: int | None = None) -> Callable[[np.nda
 def run_gate(card: ModelCard, models: dict, holdout: Sequence, *, strategy=None, max_drop_points: float | None = None, threads: int | None = None, reference: str = "fp32") -> GateReport:
     """Gate the one non-reference entry of `models` (label -> ONNX path or infer function) against FP32.
 
-    holdout: (frame (H, W, 3) uint8 RGB, mask (H, W) uint8) pairs.
+    holdout: (frame (H, W, 3) uint8 RGB, mask (H, W) uint8) pairs, or families of them
+    ({name: pairs}): judged pooled and family by family (module doc).
     """
-    holdout = list(holdout)
-    if not holdout:
+    families = {name: list(pairs) for name, pairs in holdout.items()} if isinstance(holdout, dict) else {"": list(holdout)}
+    families = {name: pairs for name, pairs in families.items() if pairs}
+    if not families:
         raise HoldoutError("the held-out set is empty: pass --holdout DIR with frames and masks/")
     infers = {label: (m if callable(m) else onnx_infer(m, threads)) for label, m in models.items()}
     candidates = [label for label in infers if label != reference]
     if reference not in infers or len(candidates) != 1:
         raise ValueError(f"run_gate needs {reference!r} and exactly one candidate, got {list(infers)}")
-    scores = evaluate(infers, holdout, card, reference)
+    per_family = {name: evaluate(infers, pairs, card, reference) for name, pairs in families.items()}
+    scores = {label: pooled([found[label] for found in per_family.values()]) for label in infers}
     limit = max_drop_points if max_drop_points is not None else (strategy.max_drop_points if strategy else 1.0)
     require_all = strategy.require_all_classes if strategy else True
-    report = compare(card, scores[reference], scores[candidates[0]], candidates[0], limit, require_all, len(holdout))
+    frames = sum(len(pairs) for pairs in families.values())
+    report = compare(card, scores[reference], scores[candidates[0]], candidates[0], limit, require_all, frames)
+    if len(families) > 1:
+        report.families = {name: compare(card, found[reference], found[candidates[0]], candidates[0], limit, False,
+                                         len(families[name])) for name, found in per_family.items()}
     clean = lambda values: [None if math.isnan(v) else round(float(v), 6) for v in values]  # noqa: E731  (strict JSON)
     report.meta["reference_scores"] = {"dice": clean(scores[reference].dice), "sensitivity": clean(scores[reference].sensitivity)}
     return report

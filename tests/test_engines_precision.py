@@ -234,3 +234,37 @@ def test_gate_refuses_more_false_burn_on_frames_without_burn():
         assert report.to_json()["false_burn_on_negatives_pct"]["candidate"] == pytest.approx(100 * rows / size)
         if refused:
             assert "6.25 points more of the no-burn frames' pixels burn" in report.reason()
+
+
+def test_gate_judges_each_family_of_the_holdout_on_its_own():
+    """A loss in one family of scenes refuses the candidate even where the pooled figures hide it."""
+    from types import SimpleNamespace
+
+    size, classes = 16, ["background", "healthy_skin", "superficial", "superficial_partial", "deep_partial",
+                         "full_thickness"]
+    card = SimpleNamespace(classes=classes, num_classes=6, input_size=size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                           path="test-card")
+
+    def model(miss_rows: int):
+        def infer(batch):  # bright red: full thickness; the green-tinted family loses `miss_rows` rows of it
+            logits = np.zeros((1, 6, size, size), np.float32)
+            logits[0, 5] = np.where(batch[0, 0] > 100, 10.0, 0.0)
+            logits[0, 0] = 5.0
+            if batch[0, 1].max() > 100:
+                logits[0, 5, :miss_rows] = 0.0
+            return logits
+        return infer
+
+    red = (np.dstack([np.full((size, size), 200, np.uint8), np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)]),
+           np.full((size, size), 5, np.uint8))
+    tinted = (np.dstack([np.full((size, size), 200, np.uint8), np.full((size, size), 150, np.uint8), np.zeros((size, size), np.uint8)]),
+              np.full((size, size), 5, np.uint8))
+    families = {"plain": [red] * 40, "tinted": [tinted] * 2}
+    report = run_gate(card, {"fp32": model(0), "int8": model(1)}, families, max_drop_points=1.0)
+    report.require_all_classes = False  # one burn class in this set; the others are not what is tested here
+    pooled = {r.name: r.status for r in report.rows if r.gated and r.status != "untested"}
+    assert pooled == {"full_thickness": "pass", "any_burn": "pass"}  # 32 of 10,752 burn pixels: -0.15 points pooled
+    assert report.families["tinted"].lost() == ["full_thickness", "any_burn"] and not report.families["plain"].lost()
+    assert not report.passed and report.failures() == ["tinted: full_thickness", "tinted: any_burn"]
+    assert "On the tinted frames alone (2)" in report.reason()
+    assert "| tinted | 2 |" in report.to_markdown() and report.to_json()["families"]["tinted"]["passed"] is False

@@ -14,12 +14,13 @@ CALIBRATION_SEED = 5_000_001
 
 
 def synthetic_sets(holdout_frames: int = 160, calibration_frames: int = 32, size=(640, 480)):
-    """(held-out (frame, mask) pairs, calibration frames) for the accuracy gate and INT8.
+    """(held-out families {name: (frame, mask) pairs}, calibration frames) for the gate and INT8.
 
-    The held-out set is what the model did not train on: scenes of the contact family (a wound
-    outline no training scene has), varied scenes of an unseen seed, and the held-out real
-    photographs, whose truth is "no burn" (labelled background: the gate compares precisions on
-    the same truth, and judges the share of their pixels called burn on its own).
+    The held-out set is what the model did not train on, as families the gate judges pooled and
+    one by one (engines/gate.py): `contact` scenes (a wound outline no training scene has),
+    `varied` scenes of an unseen seed, `independent` scenes (a generator written without reading
+    synth's code) and the held-out real `photographs`, whose truth is "no burn" (the gate judges
+    the share of their pixels called burn on its own).
 
     160 scenes, not fewer: on 32 the verdict on INT8 followed the draw of calibration frames
     (the default recipe accepted on 3 of 5 draws, superficial -2.38 to +0.84 points) because a few
@@ -27,21 +28,26 @@ def synthetic_sets(holdout_frames: int = 160, calibration_frames: int = 32, size
     """
     import numpy as np
 
-    from holoburn.app.synthesis import photos
+    from holoburn.app.synthesis import independent, photos
     from holoburn.app.synthesis.synth import iter_frames
     from holoburn.clinical.errors import BadInput
 
     # a scene per frame: every depth class present (a class the gate cannot test refuses the model)
-    holdout = list(iter_frames(holdout_frames // 2, HOLDOUT_SEED, size, 1, family="contact"))
-    holdout += list(iter_frames(holdout_frames - holdout_frames // 2, HOLDOUT_SEED, size, 1, family="varied"))
+    third = holdout_frames // 3
+    families = {
+        "contact": list(iter_frames(holdout_frames - 2 * third, HOLDOUT_SEED, size, 1, family="contact")),
+        "varied": list(iter_frames(third, HOLDOUT_SEED, size, 1, family="varied")),
+        "independent": list(independent.independent_frames(third, HOLDOUT_SEED, size)),
+        "photographs": [],
+    }
     for name in photos.HELD_OUT_PHOTOS:
         try:
             picture = photos.load_photo(name)
         except BadInput:  # its package is not installed here: the synthetic scenes still test
             continue
-        holdout.append((picture, np.zeros(picture.shape[:2], np.uint8)))
+        families["photographs"].append((picture, np.zeros(picture.shape[:2], np.uint8)))
     calibration = [frame for frame, _ in iter_frames(calibration_frames, CALIBRATION_SEED, size, 1, family="varied")]
-    return holdout, calibration
+    return families, calibration
 
 
 def ensure_engine(card, backend: str, precision: str, inference: dict) -> None:
