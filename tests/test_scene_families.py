@@ -70,12 +70,15 @@ def test_held_out_families_never_train():
 
 
 def test_the_accuracy_gate_holds_out_what_the_model_never_trained_on():
-    """The generated hold-out of `run`/`engine build`: contact and varied scenes with every burn
-    class in them (an untested class refuses a model), and the held-out photographs as no burn."""
+    """The generated hold-out of `run`/`engine build`, in the families the gate judges one by one:
+    contact, varied and independent-generator scenes with every burn class among them (an untested
+    class refuses a model), and the held-out photographs as no burn."""
     from holoburn.app.run.engine_setup import synthetic_sets
 
     holdout, calibration = synthetic_sets(holdout_frames=16, calibration_frames=2, size=(320, 240))
-    scenes, pictures = holdout[:16], holdout[16:]
+    assert list(holdout) == ["contact", "varied", "independent", "photographs"]
+    assert [len(holdout[name]) for name in ("contact", "varied", "independent")] == [6, 5, 5]
+    scenes, pictures = holdout["contact"] + holdout["varied"] + holdout["independent"], holdout["photographs"]
     present = set().union(*(set(np.unique(m).tolist()) for _, m in scenes))
     assert set(BURN_CLASSES) <= present
     assert len(pictures) == len(photos.HELD_OUT_PHOTOS)
