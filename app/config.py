@@ -267,6 +267,9 @@ def _value_rules() -> dict:
         "results.source_map": _one_of_bool,
         "metrics.host": _text,
         "metrics.port": _number(0, 65535, whole=True),
+        "gpu.isolation": _one_of("auto", "process", "none"),
+        "gpu.routine_processes": _number(1, 64, whole=True),
+        "gpu.routine_sm_percent": _number(1, 100, whole=True),
     }
 
 

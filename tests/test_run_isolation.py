@@ -14,7 +14,7 @@ from test_pipeline import holoburn
 from holoburn.app.config import load_config
 from holoburn.app.run.command import sample_video
 from holoburn.app.run.isolation import lane_processes
-from holoburn.clinical.errors import BadInput
+from holoburn.app.config import ConfigError
 
 
 def config(**gpu):
@@ -34,8 +34,8 @@ def test_which_cameras_go_to_which_process():
     assert lane_processes(config(isolation="none"), specs) is None
     # auto splits on a GPU only: this machine has none
     assert lane_processes(config(isolation="auto"), specs) is None
-    with pytest.raises(BadInput, match="gpu.isolation"):
-        lane_processes(config(isolation="threads"), specs)
+    with pytest.raises(ConfigError, match="gpu.isolation: 'threads' is not one of auto, process, none"):
+        load_config(None, {"gpu.isolation": "threads"})
 
 
 def test_routine_cameras_run_in_their_own_processes(tmp_path):

@@ -28,23 +28,19 @@ import sys
 from pathlib import Path
 
 from holoburn.app.run.replay import Interrupted, parse_lane_spec, run_device
-from holoburn.clinical.errors import BadInput
 from holoburn.clinical.triage import Lane
 from holoburn.processing.isolation import gpu_count, mps_state, split_streams, worker_env, worker_gpus
 
 log = logging.getLogger("holoburn")
 
 URGENT_LANES = (Lane.EMERGENCY, Lane.URGENT)
-MODES = ("auto", "process", "none")
 
 
 def lane_processes(config: dict, specs: list[str]) -> tuple[list, list] | None:
     """(urgent [(number, spec)], routine groups [[(number, spec)], ...]) when this run splits its
     cameras over processes, else None. Numbers are the cameras' 1-based places in the run."""
     gpu = config.get("gpu") or {}
-    mode = gpu.get("isolation", "none")
-    if mode not in MODES:
-        raise BadInput(f"gpu.isolation must be one of {', '.join(MODES)}, got {mode!r}")
+    mode = gpu.get("isolation", "none")  # one of auto, process, none (app.config checks it)
     if mode == "none" or len(specs) < 2 or (mode == "auto" and run_device(config) != "cuda"):
         return None
     numbered = list(enumerate(specs, 1))
