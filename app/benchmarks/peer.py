@@ -391,7 +391,22 @@ def run_peer(frames, card, *, emergency_fps, routine_streams, routine_fps, secon
     result.update(summarise(cameras, t0, warm, seconds))
     result["tuning"] = tuning
     result["wall_s"] = round(time.monotonic() - started, 2)
+    if cuda:
+        _tear_down(torch, cameras, keep_alive)
     return result
+
+
+def _tear_down(torch, cameras, keep_alive) -> None:
+    """Graphs, events and buffers before the CuPy-made stream they were captured on. In the GPU lab
+    the process aborted (c10 cudaErrorContextIsDestroyed) as run_peer returned, with the caller's
+    line on top of the stack: objects were being freed then, in no set order. Never run since."""
+    torch.cuda.synchronize()
+    for camera in cameras:
+        camera.chain.graph = None
+    cameras.clear()
+    gc.collect()
+    torch.cuda.synchronize()
+    keep_alive.clear()
 
 
 def pick_layout(card, device, precision, height, width, alpha, stream) -> tuple[str, dict]:
