@@ -48,11 +48,11 @@ from holoburn.clinical.assessability import (
     PictureStats,
     UNCERTAIN,
     check_frame_shape,
+    image_problem,
     modality_problem,
     model_problem,
     not_assessable_findings,
     picture_problem,
-    picture_stats,
     pixel_votes,
     skin_confidence,
     thumbnail_step,
@@ -326,15 +326,17 @@ class LaneRuntime:
         origin = dict(frame.info.origin)
         problem = modality_problem(origin.get("modality"), origin.get("photometric"))
         if not problem:  # (a DICOM that is not a photograph is not judged by its pixels at all)
-            check_frame_shape(frame.image, self.limits)
-            if self.picture_checks_on_host and self.limits.picture_checks:
-                problem = picture_problem(picture_stats(frame.image), self.limits)
+            if self.picture_checks_on_host:
+                problem = image_problem(frame.image, self.limits)
+            else:  # the picture checks run on the device, beside the model
+                check_frame_shape(frame.image, self.limits)
         if problem:
             frame.extra["not_assessable"] = problem
 
-    def findings_for(self, frame: Frame, pixels: list[int], confidence: float | None = None) -> dict:
+    def findings_for(self, frame: Frame, pixels: list[int], confidence: float | None, uncertain: int) -> dict:
         """Clinical numbers of an assessable frame; only the reason for one that is not.
-        confidence: mean top-class probability over skin pixels (None: not measured)."""
+        pixels: per class, as shown (uncertain burn left out); confidence: mean top-class
+        probability over skin pixels (None: not measured); uncertain: burn pixels shown uncertain."""
         total = sum(pixels)
         skin_share = sum(pixels[c] for c in SKIN_CLASSES) / total if total else 0.0
         reason = frame.extra.get("not_assessable") or model_problem(skin_share, confidence, self.limits)
@@ -343,7 +345,8 @@ class LaneRuntime:
         facts = self.sources.get(frame.source) or SourceFacts()
         findings = burn_findings(pixels, region_pct=facts.region_pct, cm2_per_pixel=facts.cm2_per_pixel)
         findings["triage"] = triage_level(findings, body_region=facts.body_region, policy=self.triage_policy)
-        return {"assessable": True, "not_assessable_reason": None, "skin_confidence": confidence, **findings}
+        return {"assessable": True, "not_assessable_reason": None, "skin_confidence": confidence, **findings,
+                "uncertain_pixels": uncertain}
 
     stream_ptr = None
 
@@ -394,9 +397,8 @@ class CpuLaneRuntime(LaneRuntime):
     def postprocess(self, batch: LaneBatch) -> None:
         for i, frame in enumerate(batch.live):
             frame.mask, shown, confidence = masks_of(batch.logits[i], frame.letterbox, self.limits)
-            frame.findings = self.findings_for(frame, count_pixels(shown), confidence)
-            if frame.findings["assessable"]:  # a frame that is not assessable has no numbers at all
-                frame.findings["uncertain_pixels"] = int(np.count_nonzero(shown == UNCERTAIN))
+            frame.findings = self.findings_for(frame, count_pixels(shown), confidence,
+                                               int(np.count_nonzero(shown == UNCERTAIN)))
             frame.extra["shown_mask"] = shown
             if self.keep_logits:
                 frame.logits = batch.logits[i : i + 1].copy()
@@ -852,9 +854,7 @@ class GpuLaneRuntime(LaneRuntime):
                         frame.extra["not_assessable"] = problem
                 skin_sum, skin_pixels = float(confidence[i, 0]), float(confidence[i, 1])
                 frame.findings = self.findings_for(frame, [int(c) for c in counts[i, :C]],
-                                                   skin_sum / skin_pixels if skin_pixels else None)
-                if frame.findings["assessable"]:  # as on the CPU lanes: no numbers for a frame not assessable
-                    frame.findings["uncertain_pixels"] = int(counts[i, C])
+                                                   skin_sum / skin_pixels if skin_pixels else None, int(counts[i, C]))
             for g, row, members in batch.groups:
                 for j, frame in enumerate(members):
                     if frame.findings["assessable"] is False:  # shown as it is, never tinted
