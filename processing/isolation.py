@@ -9,9 +9,12 @@ main process's, round robin.
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
+
+log = logging.getLogger("holoburn")
 
 
 def mps_pipe_directory() -> Path:
@@ -71,3 +74,25 @@ def worker_env(gpu: int | None, sm_percent: int | None, mps: dict) -> dict:
     if mps.get("active") and sm_percent:
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(sm_percent))
     return env
+
+
+def routine_places(count: int, sm_percent: int | None) -> tuple[dict, list[tuple[int | None, dict]]]:
+    """For `count` routine processes on a GPU machine: the MPS state, and each process's GPU (None:
+    shared) and environment. Without MPS a warning says that the processes time-slice the GPU."""
+    mps = mps_state()
+    if not mps["active"]:
+        log.warning("routine cameras in processes of their own without CUDA MPS: %s. The processes time-slice the GPU",
+                    mps["why"])
+    return mps, [(gpu, worker_env(gpu, sm_percent, mps)) for gpu in worker_gpus(count, gpu_count())]
+
+
+def stop_processes(procs, timeout: float) -> None:
+    """SIGTERM to those still running (each writes what it has), then wait; kill after `timeout`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -20,38 +20,28 @@ running camera's frames to the emergency process (IPC device memory) is not buil
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from holoburn.processing.isolation import gpu_count, mps_control, mps_state, split_streams, worker_env, worker_gpus
-
-log = logging.getLogger("holoburn.bench")
+from holoburn.processing.isolation import mps_control, routine_places, split_streams, stop_processes
 
 
 class RoutineWorkers:
     """Routine worker processes for one measurement: start, wait until each is warm, start them
     together, collect their results. A context manager: workers still running on exit are stopped."""
 
-    def __init__(self, base_args: list[str], *, workers: int, streams: int, sm_percent: int | None, workdir: Path,
-                 emergency_gpu: int = 0):
+    def __init__(self, base_args: list[str], *, workers: int, streams: int, sm_percent: int | None, workdir: Path):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.go_file = self.workdir / "go"
         self.go_file.unlink(missing_ok=True)
-        self.mps = mps_state()
-        gpus = gpu_count()
         counts = split_streams(streams, max(1, workers))
-        placement = worker_gpus(len(counts), gpus, emergency_gpu)
-        if not self.mps["active"]:
-            log.warning("routine worker processes without CUDA MPS: %s. They time-slice the GPU with the emergency "
-                        "process", self.mps["why"])
+        self.mps, places = routine_places(len(counts), sm_percent)
         self.plan = []
         self.procs = []
-        for k, (n, gpu) in enumerate(zip(counts, placement)):
-            env = worker_env(gpu, sm_percent, self.mps)
+        for k, (n, (gpu, env)) in enumerate(zip(counts, places)):
             ready = self.workdir / f"ready{k}"
             ready.unlink(missing_ok=True)
             out = self.workdir / f"worker{k}.json"
@@ -68,13 +58,7 @@ class RoutineWorkers:
         return self
 
     def __exit__(self, *exc):
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_processes(self.procs, timeout=20)
         return False
 
     def log_tail(self, k: int, lines: int = 12) -> str:

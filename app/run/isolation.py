@@ -29,7 +29,7 @@ from pathlib import Path
 
 from holoburn.app.run.replay import Interrupted, parse_lane_spec, run_device
 from holoburn.clinical.triage import Lane
-from holoburn.processing.isolation import gpu_count, mps_state, split_streams, worker_env, worker_gpus
+from holoburn.processing.isolation import routine_places, split_streams, stop_processes
 
 log = logging.getLogger("holoburn")
 
@@ -81,16 +81,13 @@ def run_isolated(args, config: dict, plan: tuple, out_dir: Path, run_here) -> in
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gpu = config.get("gpu") or {}
-    on_gpu = run_device(config) == "cuda"
-    mps = mps_state() if on_gpu else {"active": False, "why": "not a GPU run"}
-    if on_gpu and not mps["active"]:
-        log.warning("routine cameras in their own processes without CUDA MPS: %s. The processes time-slice the GPU",
-                    mps["why"])
-    placement = worker_gpus(len(groups), gpu_count() if on_gpu else 0)
+    if run_device(config) == "cuda":
+        mps, places = routine_places(len(groups), gpu.get("routine_sm_percent"))
+    else:  # MPS and GPUs are not asked about: the processes inherit this one's environment
+        mps, places = None, [(None, None)] * len(groups)
     procs = []
-    for k, (group, device) in enumerate(zip(groups, placement)):
+    for k, (group, (device, env)) in enumerate(zip(groups, places)):
         target = out_dir / f"routine{k}"
-        env = worker_env(device, gpu.get("routine_sm_percent") if on_gpu else None, mps)
         # the routine process's console: its warnings and errors, not its progress or summary table
         procs.append(subprocess.Popen(worker_command(args, group, target), env=env, stdout=subprocess.DEVNULL))
     log.info("routine cameras in %d processes: %s", len(procs),
@@ -98,10 +95,10 @@ def run_isolated(args, config: dict, plan: tuple, out_dir: Path, run_here) -> in
     try:
         code = run_here([s for _, s in urgent], [n for n, _ in urgent])
     except BaseException:
-        _stop(procs)  # this run stops (a signal, a bad input, a defect): so do its routine processes
+        stop_processes(procs, timeout=60)  # this run stops (a signal, a bad input, a defect): so do its routine processes
         raise
     codes, signals = _wait(procs)
-    _add_to_summary(out_dir, groups, codes, mps if on_gpu else None, placement)
+    _add_to_summary(out_dir, groups, codes, mps, [device for device, _ in places])
     for k, rc in enumerate(codes):
         state = "finished" if rc == 0 else f"exit {rc}"
         print(f"  routine{k}: {state}; results in {out_dir / f'routine{k}'}")
@@ -126,17 +123,6 @@ def _wait(procs) -> tuple[list[int], list[int]]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-def _stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _add_to_summary(out_dir: Path, groups: list, codes: list, mps: dict | None, placement: list) -> None:
