@@ -334,6 +334,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results_name = args.name or f"gpu_lanes_{args.device}.json"
     workdir = Path(tempfile.mkdtemp(prefix="holoburn_bench_"))
     command = "python3 bench/gpu_lanes.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     result = {"command": command, "device": None, "backend": None, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -350,8 +351,7 @@ def main(argv=None):
             print(f"== {name} done in {time.monotonic() - t:.1f} s", flush=True)
             result[name] = value
             # what is measured so far, in case a later step takes the process down
-            (out_dir / (args.name or f"gpu_lanes_{args.device}.json")).write_text(
-                json.dumps(result, indent=2, default=str) + "\n")
+            (out_dir / results_name).write_text(json.dumps(result, indent=2, default=str) + "\n")
             return value
         except (HoloburnError, RuntimeError, MemoryError) as exc:  # a failing backend, CUDA or memory:
             # report it and go on with the other steps (a defect in holoburn stops the benchmark)
@@ -497,7 +497,6 @@ def main(argv=None):
         return out
 
     total = seconds + warm
-    name = args.name or f"gpu_lanes_{args.device}.json"
 
     def loaded():  # new cameras for each step: a source's reader is spent by the run that plays it
         return sources_for(args, feed_frames, emergency_fps, routine, routine_fps, total, emergency=not worker)
@@ -508,10 +507,8 @@ def main(argv=None):
         wait_for_go(args.ready_file, args.go_file)
         result["lanes"] = lanes_step("lanes", loaded(), "routine worker")
         result["runtimes"] = {l.name: rt.report() for l, rt in runtimes.items()}
-        result["allocations_after_warmup"] = sum(
-            v.get("cupy_requests", 0) + v.get("device_mallocs", 0) + v.get("allocations", 0) + v.get("cudaMalloc_segments", 0)
-            for v in (result["lanes"].get("allocations") or {}).values())
-        (out_dir / args.name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        result["allocations_after_warmup"] = allocation_count(result["lanes"].get("allocations") or {})
+        (out_dir / results_name).write_text(json.dumps(result, indent=2, default=str) + "\n")
         return 0
 
     def isolated_step(variant=""):
@@ -526,7 +523,7 @@ def main(argv=None):
         base += ["--routine-batch", str(args.routine_batch)] if args.routine_batch else []
         base += ["--lanes-config", args.lanes_config] if args.lanes_config else []
         with RoutineWorkers(base, workers=args.workers, streams=routine, sm_percent=args.worker_sm_percent,
-                            workdir=out_dir / f"{Path(name).stem}_workers{variant}") as workers:
+                            workdir=out_dir / f"{Path(results_name).stem}_workers{variant}") as workers:
             workers.wait_ready(timeout=240)
             workers.go()
             time.sleep(warm)  # the routine lanes fill up; their cameras play for 2 warm-ups + seconds
@@ -560,7 +557,8 @@ def main(argv=None):
         that neither side's threads, GIL or CUDA state touch the other's."""
         import subprocess
 
-        peer_out = out_dir / f"{Path(name).stem}_peer.json"
+        peer_out = out_dir / f"{Path(results_name).stem}_peer.json"
+        peer_log = peer_out.with_suffix(".log")
         cmd = [sys.executable, "-m", "holoburn.app", "bench", "--peer", "--device", args.device, "--frame", args.frame,
                "--seconds", str(seconds), "--warm", str(warm), "--routine-streams", str(routine), "--routine-fps",
                str(routine_fps), "--emergency-fps", str(emergency_fps), "--out", str(out_dir), "--name", peer_out.name]
@@ -568,11 +566,10 @@ def main(argv=None):
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--precision", args.precision] if gpu else []
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-        (out_dir / f"{Path(name).stem}_peer.log").write_text(done.stdout + done.stderr)
+        peer_log.write_text(done.stdout + done.stderr)
         if done.returncode != 0 or not peer_out.is_file():
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-8:])
-            raise RuntimeError(f"the peer exited {done.returncode} without results ({out_dir / (Path(name).stem + '_peer.log')}):"
-                               f"\n{tail}")
+            raise RuntimeError(f"the peer exited {done.returncode} without results ({peer_log}):\n{tail}")
         out = json.loads(peer_out.read_text())
         print(f"   peer: emergency {out['emergency_latency_ms']}  routine fps {out['routine_fps']}", flush=True)
         return out
@@ -586,9 +583,9 @@ def main(argv=None):
     result["errors"] = errors
     result["wall_s"] = round(time.monotonic() - started, 1)
     headline(result, gpu)
-    (out_dir / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out_dir / results_name).write_text(json.dumps(result, indent=2, default=str) + "\n")
     table(result)
-    print(f"written {out_dir / name}")
+    print(f"written {out_dir / results_name}")
     return 0 if not errors else 1
 
 
@@ -618,6 +615,12 @@ def pressure_step(lanes_step, args, feed_frames, emergency_fps, routine, routine
     out["hog_gib"] = round(taken / 2**30, 2)
     out["device_free_mib_during"] = round(free / 2**20, 1)
     return out
+
+
+def allocation_count(delta: dict) -> int:
+    """Every device allocation in an alloc_delta(): CuPy requests and mallocs per lane, torch's."""
+    return sum(v.get("cupy_requests", 0) + v.get("device_mallocs", 0) + v.get("allocations", 0)
+               + v.get("cudaMalloc_segments", 0) for v in delta.values())
 
 
 def headline(result, gpu) -> None:
@@ -652,25 +655,23 @@ def headline(result, gpu) -> None:
                                        result["emergency_p99_ms_single_lane"])
     result["emergency_p99_lanes_over_idle"] = round(lanes_p99 / idle_p99, 2) if lanes_p99 and idle_p99 else None
     result["emergency_p99_single_over_lanes"] = round(single_p99 / lanes_p99, 2) if lanes_p99 and single_p99 else None
-    peer = result.get("peer") or {}
-    peer_p99, peer_fps = get(("peer", "emergency_latency_ms", "p99")), peer.get("routine_fps")
+    peer_p99, peer_fps = get(("peer", "emergency_latency_ms", "p99")), get(("peer", "routine_fps"))
     if peer_p99:  # > 1: holoburn ahead (lower emergency p99; more routine frames per second)
-        result["versus_peer"] = {
-            name: {"emergency_p99_ms": get((name, "emergency_latency_ms", "p99")), "peer_emergency_p99_ms": peer_p99,
-                   "peer_p99_over_holoburn_p99": round(peer_p99 / get((name, "emergency_latency_ms", "p99")), 2)
-                   if get((name, "emergency_latency_ms", "p99")) else None,
-                   "routine_fps": get((name, "routine_fps")), "peer_routine_fps": peer_fps,
-                   "holoburn_fps_over_peer_fps": round(get((name, "routine_fps")) / peer_fps, 2)
-                   if peer_fps and get((name, "routine_fps")) else None}
-            for name in result if (name.startswith("lanes") or name.startswith("isolated")) and isinstance(result[name], dict)
-            and get((name, "emergency_latency_ms", "p99"))}
+        versus = {}
+        for name in [k for k in result if k.startswith(("lanes", "isolated")) and isinstance(result[k], dict)]:
+            p99, fps = get((name, "emergency_latency_ms", "p99")), get((name, "routine_fps"))
+            if p99:
+                versus[name] = {"emergency_p99_ms": p99, "peer_emergency_p99_ms": peer_p99,
+                                "peer_p99_over_holoburn_p99": round(peer_p99 / p99, 2),
+                                "routine_fps": fps, "peer_routine_fps": peer_fps,
+                                "holoburn_fps_over_peer_fps": round(fps / peer_fps, 2) if peer_fps and fps else None}
+        result["versus_peer"] = versus
     allocations = {}
     total = 0
     for stepname in ("lanes", "single"):
         delta = get((stepname, "allocations"), {}) or {}
         allocations[stepname] = delta
-        for key, v in delta.items():
-            total += v.get("cupy_requests", 0) + v.get("device_mallocs", 0) + v.get("allocations", 0) + v.get("cudaMalloc_segments", 0)
+        total += allocation_count(delta)
     result["allocations_after_warmup"] = total if gpu else None
     result["allocations_after_warmup_detail"] = allocations
     result["memory_per_lane"] = {l: {k: r.get(k) for k in ("memory", "engine_mb", "pinned_host_mb", "stream_priority", "buffer_sets")}
