@@ -233,11 +233,9 @@ class GateReport:
         families = [f"{name}: {lost}" for name, sub in self.families.items() for lost in sub.lost()]
         return self.lost() + families + (self.untested() if self.require_all_classes else [])
 
-    def reason(self) -> str:
-        """The verdict in words: the classes that lost more than the limit, those within it, and
-        those that could not be tested (never counted as a loss)."""
+    def losses(self) -> list[str]:
+        """What was lost beyond the limit, in sentences (empty: nothing)."""
         limit = f"{self.max_drop_points:.2f} points"
-        within = [r.name for r in self.rows if r.status == "pass"]
         said = []
         classes = [r.name for r in self.rows if r.status == "FAIL"]
         if classes:
@@ -246,11 +244,20 @@ class GateReport:
             ref, cand = self.negatives
             said.append(f"Called {_points(cand - ref):.2f} points more of the no-burn frames' pixels burn "
                         f"(false_burn_on_negatives; at most {limit}).")
+        return said
+
+    def reason(self) -> str:
+        """The verdict in words: the classes that lost more than the limit, those within it, the
+        families that lost on their own, and the classes that could not be tested (never counted
+        as a loss)."""
+        limit = f"{self.max_drop_points:.2f} points"
+        within = [r.name for r in self.rows if r.status == "pass"]
+        said = self.losses()
         if within:
             said.append(f"Within {limit} on {', '.join(within)}.")
         for name, sub in self.families.items():
             if sub.lost():
-                said.append(f"On the {name} frames alone ({sub.frames}): {sub.reason().split(' Within')[0]}")
+                said.append(f"On the {name} frames alone ({sub.frames}): {' '.join(sub.losses())}")
         if self.untested():
             consequence = ("an untested burn class refuses the candidate" if self.require_all_classes
                            else "accepted without them (require_all_classes is off)")
@@ -338,7 +345,8 @@ class GateReport:
                 for r in self.rows
             ],
             "families": {name: {"frames": sub.frames, "passed": not sub.lost(), "lost": sub.lost(),
-                                "rows": sub.to_json()["rows"], "false_burn_on_negatives_pct": sub.to_json()["false_burn_on_negatives_pct"]}
+                                **{key: value for key, value in sub.to_json().items()
+                                   if key in ("rows", "false_burn_on_negatives_pct")}}
                          for name, sub in self.families.items()},
             "meta": self.meta,
         }
