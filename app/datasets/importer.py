@@ -27,6 +27,8 @@ from holoburn.processing.files import FULL, OutputFull, write_json
 
 LAYOUT_VERSION = 1
 SOURCE_MAP = "source_map.IDENTIFIERS.json"
+#: the form of every image id _finish() gives: case<number>_<number> (opaque: names no patient)
+IMAGE_ID = re.compile(r"case\d+_\d+")
 FINGERPRINT_RULE = ("sha256 over one line '<folder>/<file> <sha256 of the file>\\n' for every file in "
                     "images/ and labels/, sorted by folder then file name")
 

@@ -8,7 +8,6 @@ image:DIR` paired by id), which adds a row per image and per case to metrics.jso
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from holoburn.app.datasets.importer import IMAGE_ID
 from holoburn.app.datasets.labels import BURN_UNSPECIFIED
 from holoburn.app.datasets.labels import UNKNOWN as UNKNOWN_LABEL
 from holoburn.clinical.burn_size import burn_findings, count_pixels, region_tbsa_pct
@@ -172,7 +172,7 @@ class DatasetTruth:
                            f"case0001_001.png pairs with {self.path / 'labels' / 'case0001_001.png'}): give the "
                            f"dataset's images, or leave out --source")
         self.indices = sorted(self._paths)
-        self.without_label = [(index, name if _ID.fullmatch(name) else None) for index, name in enumerate(self.ids)
+        self.without_label = [(index, name if IMAGE_ID.fullmatch(name) else None) for index, name in enumerate(self.ids)
                               if index not in self._paths]
         return run
 
@@ -185,9 +185,6 @@ class DatasetTruth:
             raise BadInput(f"the label {self._paths[index]} is not a single-channel 8-bit PNG; import the dataset "
                            "again")
         return mask
-
-
-_ID = re.compile(r"case\d+_\d+")  # an image id of holoburn's dataset layout (datasets/importer.py)
 
 
 def softmax(logits):
