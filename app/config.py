@@ -270,6 +270,7 @@ def _value_rules() -> dict:
         "gpu.isolation": _one_of("auto", "process", "none"),
         "gpu.routine_processes": _number(1, 64, whole=True),
         "gpu.routine_sm_percent": _number(1, 100, whole=True),
+        "gpu.routine_mps_priority": _one_of("normal", "below_normal"),
     }
 
 

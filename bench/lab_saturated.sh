@@ -6,14 +6,15 @@
 # Then the GPU tests. Results under $OUT (saturated_<run>.json, logs), a table last.
 # Run from the repo root on the lab machine after the recipe in ../shared/GPU-LAB.md.
 # Env: RUNS ("1 2 3"), VARIANTS (",_graph"), STEPS (idle,lanes,isolated,peer), SECONDS_PER_STEP (4),
-# WARM (1.5), WORKERS (2), SM_PERCENT (60), MPS (1: start the MPS control daemon for the runs).
+# WARM (1.5), PROCESSES (2x60: routine process sets, see --routine-processes), MPS (1: start the MPS control daemon for the runs).
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 # the GPU tests first, each named (a crash names its test), without MPS
-[ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-80}" python3 -X faulthandler -m pytest -v -m gpu -p no:cacheprovider \
-  > "$out/pytest_gpu.txt" 2>&1; grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Fatal" "$out/pytest_gpu.txt" | head -30)
+# (TESTS: which, e.g. "tests/test_peer_bench.py --runxfail"; default every GPU test)
+[ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-80}" python3 -X faulthandler -m pytest -v -rxX -m gpu -p no:cacheprovider \
+  ${TESTS:-} > "$out/pytest_gpu.txt" 2>&1; grep -E "PASSED|FAILED|ERROR|SKIPPED|XPASS|XFAIL|passed|failed|Fatal" "$out/pytest_gpu.txt" | head -30)
 started_mps=0
 if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
   if nvidia-cuda-mps-control -d; then started_mps=1; echo "MPS control daemon started"; fi
@@ -22,9 +23,9 @@ for run in ${RUNS:-1 2 3}; do
   (cd /tmp && timeout "${RUN_TIMEOUT:-170}" python3 -m holoburn.app bench --lanes --device cuda \
      --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-,_graph}" \
      --routine-streams 8 --routine-fps 240 --seconds "${SECONDS_PER_STEP:-4}" --warm "${WARM:-1.5}" \
-     --workers "${WORKERS:-2}" --worker-sm-percent "${SM_PERCENT:-60}" \
+     --routine-processes "${PROCESSES:-2x60}" \
      --out "$out" --name "saturated_$run.json") > "$out/saturated_$run.log" 2>&1
   echo "run $run rc $?"
-  grep -E "^   |errors" "$out/saturated_$run.log" | tail -12
+  grep -E "^   |errors" "$out/saturated_$run.log" | tail -20
 done
 if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi

@@ -3,7 +3,9 @@
 Cameras of the urgent lanes stay in the main process; routine cameras go to worker processes
 that run the same graph. Under CUDA MPS (a control daemon running) the processes' kernels share
 the SMs side by side and each routine process is held to a share of them
-(`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`); without MPS they time-slice the GPU, which the callers say
+(`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`) and may be made a below-normal client
+(`CUDA_MPS_CLIENT_PRIORITY`: the MPS server then schedules the urgent process's work first, as
+stream priorities do within a process); without MPS they time-slice the GPU, which the callers say
 in their log and results. With several GPUs the routine processes go to the GPUs other than the
 main process's, round robin.
 """
@@ -66,24 +68,32 @@ def split_streams(streams: int, workers: int) -> list[int]:
     return [n for n in (base + (1 if k < extra else 0) for k in range(workers)) if n]
 
 
-def worker_env(gpu: int | None, sm_percent: int | None, mps: dict) -> dict:
-    """The environment of one routine process: its GPU, and its share of SMs under MPS."""
+#: CUDA_MPS_CLIENT_PRIORITY's values (NVIDIA's MPS documentation, environment variables)
+MPS_CLIENT_PRIORITY = {"normal": 0, "below_normal": 1}
+
+
+def worker_env(gpu: int | None, sm_percent: int | None, mps: dict, priority: str = "normal") -> dict:
+    """The environment of one routine process: its GPU, and under MPS its share of SMs and its
+    client priority ("normal" or "below_normal", the urgent process staying normal)."""
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if mps.get("active") and sm_percent:
         env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(int(sm_percent))
+    if mps.get("active"):
+        env["CUDA_MPS_CLIENT_PRIORITY"] = str(MPS_CLIENT_PRIORITY[priority])
     return env
 
 
-def routine_places(count: int, sm_percent: int | None) -> tuple[dict, list[tuple[int | None, dict]]]:
+def routine_places(count: int, sm_percent: int | None,
+                   priority: str = "normal") -> tuple[dict, list[tuple[int | None, dict]]]:
     """For `count` routine processes on a GPU machine: the MPS state, and each process's GPU (None:
     shared) and environment. Without MPS a warning says that the processes time-slice the GPU."""
     mps = mps_state()
     if not mps["active"]:
         log.warning("routine cameras in processes of their own without CUDA MPS: %s. The processes time-slice the GPU",
                     mps["why"])
-    return mps, [(gpu, worker_env(gpu, sm_percent, mps)) for gpu in worker_gpus(count, gpu_count())]
+    return mps, [(gpu, worker_env(gpu, sm_percent, mps, priority)) for gpu in worker_gpus(count, gpu_count())]
 
 
 def stop_processes(procs, timeout: float) -> None:

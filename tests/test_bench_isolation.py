@@ -8,7 +8,10 @@ import json
 
 from test_pipeline import holoburn
 
-from holoburn.processing.isolation import split_streams, worker_gpus
+import pytest
+
+from holoburn.app.benchmarks.isolation import ProcessSet, process_sets
+from holoburn.processing.isolation import split_streams, worker_env, worker_gpus
 
 
 def test_cameras_and_gpus_are_shared_out_among_workers():
@@ -20,15 +23,33 @@ def test_cameras_and_gpus_are_shared_out_among_workers():
     assert worker_gpus(2, gpus=0) == [None, None]
 
 
+def test_routine_process_sets_are_read_and_placed_in_each_environment():
+    assert process_sets("2x60, 4x30low") == [ProcessSet(2, 60), ProcessSet(4, 30, "below_normal")]
+    assert [s.label for s in process_sets("2x60,4x30low")] == ["2x60", "4x30low"]
+    for bad in ("", "2x", "60", "2x0", "0x50", "2x101", "2x60high"):
+        with pytest.raises(ValueError, match="WORKERSxSM_PERCENT|no routine process set"):
+            process_sets(bad)
+    mps = {"active": True}
+    env = worker_env(1, 40, mps, "below_normal")
+    assert (env["CUDA_VISIBLE_DEVICES"], env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"], env["CUDA_MPS_CLIENT_PRIORITY"]) == \
+        ("1", "40", "1")
+    assert worker_env(None, 40, mps)["CUDA_MPS_CLIENT_PRIORITY"] == "0"
+    plain = worker_env(None, 40, {"active": False}, "below_normal")  # no MPS: nothing of it is set
+    assert not {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "CUDA_MPS_CLIENT_PRIORITY"} & (set(plain) - set(__import__("os").environ))
+
+
 def test_routine_workers_play_beside_the_emergency_process(tmp_path):
     out = tmp_path / "bench"
     result = holoburn("bench", "--lanes", "--device", "cpu", "--steps", "isolated", "--seconds", "3", "--warm", "1",
-                      "--routine-streams", "3", "--routine-fps", "4", "--workers", "2", "--out", out, "--name", "iso.json")
+                      "--routine-streams", "3", "--routine-fps", "4", "--routine-processes", "2x50low", "--out", out, "--name", "iso.json")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((out / "iso.json").read_text())
     step = report["isolated"]
     assert report["errors"] == {}
     assert [w["cameras"] for w in step["workers"]] == [2, 1]
+    assert step["processes"] == "2x50low"
+    # without MPS neither the SM share nor the client priority is claimed
+    assert {(w["sm_percent"], w["mps_client_priority"]) for w in step["workers"]} == {(None, None)}
     # no MPS daemon here: said in the results and in the log, never silently
     assert step["mps"]["active"] is False and "nvidia-cuda-mps-control" in step["mps"]["why"]
     assert "without CUDA MPS" in result.stderr + result.stdout

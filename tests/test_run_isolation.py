@@ -114,3 +114,29 @@ def test_a_stop_signal_reaches_the_routine_processes(tmp_path):
     assert 0 < theirs["processed"] < 600  # stopped early, everything it took accounted for
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processed"] == 1 and summary["isolation"]["processes"][0]["exit_code"] == 143
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_auto_isolation_splits_the_run(tmp_path):
+    """Lab only: `gpu.isolation: auto` (the default) on a GPU puts the routine cameras in processes
+    of their own, each on the GPU, with or without an MPS daemon (whichever the machine has, named
+    in summary.json), and every camera's frames are accounted for."""
+    from holoburn.engines.backend import cuda_available
+
+    if not cuda_available():
+        pytest.skip("needs a CUDA device")
+    video = sample_video()
+    routine = []
+    for name in ("bay_1.mp4", "bay_2.mp4", "bay_3.mp4"):
+        shutil.copy(video, tmp_path / name)
+        routine += ["--source", f"video:{tmp_path / name}"]
+    out = tmp_path / "out"
+    result = holoburn("run", "--source", f"video:{video}@EMERGENCY", *routine, "--max-frames", "8", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    iso = summary["isolation"]
+    assert iso["mode"] == "process" and isinstance(iso["mps"]["active"], bool)
+    assert summary["processed"] == 8
+    # two routine processes (gpu.routine_processes): two cameras and one
+    assert [(p["exit_code"], p["processed"]) for p in iso["processes"]] == [(0, 16), (0, 8)]
+    assert sorted(s for p in iso["processes"] for s in p["sources"]) == ["video:2", "video:3", "video:4"]

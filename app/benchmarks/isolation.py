@@ -20,25 +20,56 @@ running camera's frames to the emergency process (IPC device memory) is not buil
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from holoburn.processing.isolation import mps_control, routine_places, split_streams, stop_processes
+
+
+@dataclass(frozen=True)
+class ProcessSet:
+    """One way of placing the routine cameras for the isolated step: `workers` processes, each held
+    to `sm_percent` of the SMs under MPS, as MPS clients of `priority`. Written `2x60` (normal
+    priority) or `2x60low` (below normal)."""
+
+    workers: int
+    sm_percent: int
+    priority: str = "normal"
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers}x{self.sm_percent}{'low' if self.priority == 'below_normal' else ''}"
+
+
+def process_sets(text: str) -> list[ProcessSet]:
+    """`2x60,2x40low` -> the process sets, in order; a clear error for anything else."""
+    sets = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        match = re.fullmatch(r"(\d+)x(\d+)(low)?", item)
+        if not match or not 1 <= int(match[1]) <= 64 or not 1 <= int(match[2]) <= 100:
+            raise ValueError(f"routine process set {item!r}: write WORKERSxSM_PERCENT, 1-64 workers at 1-100 % of "
+                             f"the SMs, with 'low' after it for below-normal MPS client priority (e.g. 2x60, 2x40low)")
+        sets.append(ProcessSet(int(match[1]), int(match[2]), "below_normal" if match[3] else "normal"))
+    if not sets:
+        raise ValueError("no routine process set given (e.g. 2x60)")
+    return sets
 
 
 class RoutineWorkers:
     """Routine worker processes for one measurement: start, wait until each is warm, start them
     together, collect their results. A context manager: workers still running on exit are stopped."""
 
-    def __init__(self, base_args: list[str], *, workers: int, streams: int, sm_percent: int | None, workdir: Path):
+    def __init__(self, base_args: list[str], *, processes: ProcessSet, streams: int, workdir: Path):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.go_file = self.workdir / "go"
         self.go_file.unlink(missing_ok=True)
-        counts = split_streams(streams, max(1, workers))
-        self.mps, places = routine_places(len(counts), sm_percent)
+        counts = split_streams(streams, processes.workers)
+        self.mps, places = routine_places(len(counts), processes.sm_percent, processes.priority)
         self.plan = []
         self.procs = []
         for k, (n, (gpu, env)) in enumerate(zip(counts, places)):
@@ -52,7 +83,9 @@ class RoutineWorkers:
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT))
             log_file.close()
             self.plan.append({"worker": k, "cameras": n, "gpu": gpu if gpu is not None else "shared",
-                              "sm_percent": sm_percent if self.mps["active"] else None, "ready": ready, "out": out})
+                              "sm_percent": processes.sm_percent if self.mps["active"] else None,
+                              "mps_client_priority": processes.priority if self.mps["active"] else None,
+                              "ready": ready, "out": out})
 
     def __enter__(self):
         return self

@@ -16,7 +16,7 @@ Steps (each one reported, a failing step does not stop the others):
   single   the same cameras, every frame in one ROUTINE lane at the default (lowest) priority.
   pressure GPU only: all free device memory taken by a hog, then `lanes` again: failures per lane.
   holoviz  GPU only: the chain step with headless Holoviz at the end of the emergency lane.
-  --variants repeats chain, idle and lanes with configuration variants in the same run (e.g.
+  --variants repeats chain, holoviz, idle, lanes and isolated with configuration variants in the same run (e.g.
   `,_unfused,_fused_all`: the emergency stages as four operators; every lane's stages fused).
 Each lane step also reports where the time went (`*_breakdown_ms`, processing.ledger.trace_breakdown).
 Latency in the lane steps: from the source's emit to the end of the overlay on the device (the
@@ -307,9 +307,10 @@ def main(argv=None):
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
                    "_nofreeze, _green, _noassess, _graph, _graph_green")
     p.add_argument("--lanes-config", default=None)
-    p.add_argument("--workers", type=int, default=2, help="isolated step: routine worker processes (default 2)")
-    p.add_argument("--worker-sm-percent", type=int, default=60,
-                   help="isolated step under CUDA MPS: each routine worker's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (default 60)")
+    p.add_argument("--routine-processes", default="2x60",
+                   help="isolated step: comma list of routine process sets, each WORKERSxSM_PERCENT (the workers' "
+                        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE under MPS), 'low' after it for below-normal MPS client "
+                        "priority; one isolated step per set, side by side (default 2x60)")
     p.add_argument("--role", choices=("all", "routine-worker"), default="all", help=argparse.SUPPRESS)
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--go-file", default=None, help=argparse.SUPPRESS)
@@ -327,6 +328,12 @@ def main(argv=None):
     routine_fps = args.routine_fps or (120.0 if gpu else 6.0)
     emergency_fps = args.emergency_fps or (30.0 if gpu else 1.5)
     steps = set(args.steps.split(","))
+    from holoburn.app.benchmarks.isolation import process_sets
+
+    try:
+        routine_sets = process_sets(args.routine_processes)
+    except ValueError as exc:
+        p.error(str(exc))
     worker = args.role == "routine-worker"  # one of the isolated step's routine processes
     if worker:
         steps = {"lanes"}
@@ -511,24 +518,24 @@ def main(argv=None):
         (out_dir / results_name).write_text(json.dumps(result, indent=2, default=str) + "\n")
         return 0
 
-    def isolated_step(variant=""):
+    def isolated_step(processes, name):
         """The emergency camera alone in this process, the routine cameras in worker processes
-        (holoburn.app.benchmarks.isolation), all cameras playing at once."""
+        (holoburn.app.benchmarks.isolation) placed as `processes` says, all cameras playing at once."""
         from holoburn.app.benchmarks.isolation import RoutineWorkers
 
+        variant = name.split("@")[0][len("isolated"):]
         base = ["--device", args.device, "--frame", args.frame, "--input-size", str(card.input_size), "--precision",
                 args.precision, "--routine-fps", str(routine_fps), "--seconds", str(seconds + 3),
                 "--warm", str(2 * warm), "--steps", "lanes"]  # 3 s more: the emergency graph's start-up
         base += ["--model", args.model] if args.model else []
         base += ["--routine-batch", str(args.routine_batch)] if args.routine_batch else []
         base += ["--lanes-config", args.lanes_config] if args.lanes_config else []
-        with RoutineWorkers(base, workers=args.workers, streams=routine, sm_percent=args.worker_sm_percent,
-                            workdir=out_dir / f"{Path(results_name).stem}_workers{variant}") as workers:
+        with RoutineWorkers(base, processes=processes, streams=routine,
+                            workdir=out_dir / f"{Path(results_name).stem}_workers_{name}") as workers:
             workers.wait_ready(timeout=240)
             workers.go()
             time.sleep(warm)  # the routine lanes fill up; their cameras play for 2 warm-ups + seconds
-            out = lanes_step("lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"isolated{variant}",
-                             variant)
+            out = lanes_step("lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), name, variant)
             reports = workers.results(timeout=120)
         out["routine_fps"] = round(sum(r["lanes"]["routine_fps"] for r in reports), 1)
         out["routine_latency_ms_per_worker"] = [r["lanes"]["routine_latency_ms"] for r in reports]
@@ -536,19 +543,23 @@ def main(argv=None):
         out["worker_allocations_after_warmup"] = [r.get("allocations_after_warmup") for r in reports]
         out["workers"] = workers.describe()
         out["mps"] = workers.mps
-        print(f"   isolated{variant}: routine fps over {len(reports)} workers {out['routine_fps']}", flush=True)
+        out["processes"] = processes.label
+        print(f"   {name}: routine fps over {len(reports)} workers {out['routine_fps']}", flush=True)
         return out
 
     for v in args.variants.split(","):
         if v not in variants:
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
-        steps |= {f"{base}{v}" for base in ("chain", "idle", "lanes") if base in steps}
+        steps |= {f"{base}{v}" for base in ("chain", "idle", "lanes") + (("holoviz",) if gpu else ()) if base in steps}
         result[f"chain{v}"] = step(f"chain{v}", lambda: chain_step(variant=v))
+        result[f"holoviz{v}"] = step(f"holoviz{v}", lambda: chain_step(holoviz=True, variant=v))
         result[f"idle{v}"] = step(f"idle{v}", lambda: lanes_step(
             "lanes", sources_for(args, feed_frames, emergency_fps, 0, 0, total), f"idle{v}", v))
         result[f"lanes{v}"] = step(f"lanes{v}", lambda: lanes_step("lanes", loaded(), f"lanes{v}", v))
-        steps |= {f"isolated{v}"} if "isolated" in steps else set()
-        result[f"isolated{v}"] = step(f"isolated{v}", lambda: isolated_step(v))
+        for processes in routine_sets:  # one set: isolated<variant>; several: isolated<variant>@<set>
+            name = f"isolated{v}" + (f"@{processes.label}" if len(routine_sets) > 1 else "")
+            steps |= {name} if "isolated" in steps else set()
+            result[name] = step(name, lambda: isolated_step(processes, name))
     result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
 
     def peer_step():
@@ -578,7 +589,6 @@ def main(argv=None):
     if gpu:
         result["pressure"] = step("pressure", lambda: pressure_step(lanes_step, args, feed_frames, emergency_fps,
                                                                       routine, routine_fps, min(total, 6.0), warm))
-        result["holoviz"] = step("holoviz", lambda: chain_step(holoviz=True))
     result["runtimes"] = {l.name: rt.report() for l, rt in runtimes.items()}
     result["errors"] = errors
     result["wall_s"] = round(time.monotonic() - started, 1)
@@ -637,6 +647,12 @@ def headline(result, gpu) -> None:
     e2e = next((v for k, v in chain_paths.items() if k.endswith("_results")), None)
     result["e2e_p50_ms"] = e2e and e2e["p50"]
     result["e2e_p99_ms"] = e2e and e2e["p99"]
+    result["e2e_ms_by_step"] = {}  # source-to-overlay (chain*) and source-to-Holoviz (holoviz*), each variant
+    for name in [k for k in result if k.startswith(("chain", "holoviz")) and isinstance(result[k], dict)]:
+        end = ",holoviz," if name.startswith("holoviz") else "_results"  # through Holoviz to its render count
+        path = next((v for k, v in (result[name].get("paths") or {}).items() if end in k + ","), None)
+        if path:
+            result["e2e_ms_by_step"][name] = {"p50": path["p50"], "p99": path["p99"]}
     result["emergency_p50_ms_idle"] = get(("idle", "emergency_latency_ms", "p50"))
     result["emergency_p99_ms_idle"] = get(("idle", "emergency_latency_ms", "p99"))
     result["emergency_p50_ms_lanes"] = get(("lanes", "emergency_latency_ms", "p50"))
@@ -646,9 +662,9 @@ def headline(result, gpu) -> None:
     result["routine_fps"] = get(("lanes", "routine_fps"))
     for name in [k for k in result if k.startswith("isolated") and isinstance(result[k], dict)]:
         p99 = get((name, "emergency_latency_ms", "p99"))
+        idle = get(("idle" + name.split("@")[0][len("isolated"):], "emergency_latency_ms", "p99"))  # same variant
         result[f"emergency_p99_ms_{name}"] = p99
-        result[f"emergency_p99_{name}_over_idle"] = round(p99 / result["emergency_p99_ms_idle"], 2) \
-            if p99 and result["emergency_p99_ms_idle"] else None
+        result[f"emergency_p99_{name}_over_idle"] = round(p99 / idle, 2) if p99 and idle else None
         result[f"routine_fps_{name}"] = get((name, "routine_fps"))
     result["routine_fps_single_lane"] = get(("single", "routine_fps"))
     lanes_p99, idle_p99, single_p99 = (result["emergency_p99_ms_lanes"], result["emergency_p99_ms_idle"],
@@ -692,6 +708,7 @@ def table(result) -> None:
         ("backend", result.get("backend")),
         ("model", result.get("model")),
         ("source->overlay p50 / p99 ms (tracker)", f"{result.get('e2e_p50_ms')} / {result.get('e2e_p99_ms')}"),
+        *[(f"{k}: source->end p50 / p99 ms", f"{v['p50']} / {v['p99']}") for k, v in (result.get("e2e_ms_by_step") or {}).items()],
         ("emergency idle p50 / p99 ms", f"{result.get('emergency_p50_ms_idle')} / {result.get('emergency_p99_ms_idle')}"),
         ("emergency loaded, lanes p50 / p99 ms", f"{result.get('emergency_p50_ms_lanes')} / {result.get('emergency_p99_ms_lanes')}"),
         ("emergency loaded, one lane p50 / p99 ms", f"{result.get('emergency_p50_ms_single_lane')} / {result.get('emergency_p99_ms_single_lane')}"),

@@ -82,7 +82,8 @@ def run_isolated(args, config: dict, plan: tuple, out_dir: Path, run_here) -> in
     out_dir.mkdir(parents=True, exist_ok=True)
     gpu = config.get("gpu") or {}
     if run_device(config) == "cuda":
-        mps, places = routine_places(len(groups), gpu.get("routine_sm_percent"))
+        mps, places = routine_places(len(groups), gpu.get("routine_sm_percent"),
+                                     gpu.get("routine_mps_priority") or "normal")
     else:  # MPS and GPUs are not asked about: the processes inherit this one's environment
         mps, places = None, [(None, None)] * len(groups)
     procs = []
