@@ -6,7 +6,7 @@
 # Then the GPU tests. Results under $OUT (saturated_<run>.json, logs), a table last.
 # Run from the repo root on the lab machine after the recipe in ../shared/GPU-LAB.md.
 # Env: RUNS ("1 2 3"), VARIANTS (",_graph"), STEPS (idle,lanes,isolated,peer), SECONDS_PER_STEP (4),
-# WARM (1.5), PROCESSES (2x60: routine process sets, see --routine-processes), MPS (1: start the MPS control daemon for the runs).
+# WARM (1.5), PROCESSES (2x60low: routine process sets, see --routine-processes), MPS (1: start the MPS control daemon for the runs).
 set -uo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -23,9 +23,11 @@ for run in ${RUNS:-1 2 3}; do
   (cd /tmp && timeout "${RUN_TIMEOUT:-170}" python3 -m holoburn.app bench --lanes --device cuda \
      --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-,_graph}" \
      --routine-streams 8 --routine-fps 240 --seconds "${SECONDS_PER_STEP:-4}" --warm "${WARM:-1.5}" \
-     --routine-processes "${PROCESSES:-2x60}" \
+     --routine-processes "${PROCESSES:-2x60low}" \
      --out "$out" --name "saturated_$run.json") > "$out/saturated_$run.log" 2>&1
   echo "run $run rc $?"
   grep -E "^   |errors" "$out/saturated_$run.log" | tail -20
 done
 if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi
+# every run in one file: figures per run, their spread, the goals judged on the worst run
+python3 bench/saturated_summary.py "$out"/saturated_[0-9].json --out "$out/lanes_h200_saturated.json" | tail -12

@@ -307,10 +307,10 @@ def main(argv=None):
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
                    "_nofreeze, _green, _noassess, _graph, _graph_green")
     p.add_argument("--lanes-config", default=None)
-    p.add_argument("--routine-processes", default="2x60",
+    p.add_argument("--routine-processes", default="2x60low",
                    help="isolated step: comma list of routine process sets, each WORKERSxSM_PERCENT (the workers' "
                         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE under MPS), 'low' after it for below-normal MPS client "
-                        "priority; one isolated step per set, side by side (default 2x60)")
+                        "priority; one isolated step per set, side by side (default 2x60low: measured best, README)")
     p.add_argument("--role", choices=("all", "routine-worker"), default="all", help=argparse.SUPPRESS)
     p.add_argument("--ready-file", default=None, help=argparse.SUPPRESS)
     p.add_argument("--go-file", default=None, help=argparse.SUPPRESS)
@@ -531,7 +531,7 @@ def main(argv=None):
         base += ["--routine-batch", str(args.routine_batch)] if args.routine_batch else []
         base += ["--lanes-config", args.lanes_config] if args.lanes_config else []
         with RoutineWorkers(base, processes=processes, streams=routine,
-                            workdir=out_dir / f"{Path(results_name).stem}_workers_{name}") as workers:
+                            workdir=out_dir / f"{Path(results_name).stem}_workers_{name.replace('@', '_')}") as workers:
             workers.wait_ready(timeout=240)
             workers.go()
             time.sleep(warm)  # the routine lanes fill up; their cameras play for 2 warm-ups + seconds
