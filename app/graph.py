@@ -404,14 +404,13 @@ def green_contexts(app: BurnApp, fragment, sms) -> dict:
 
 
 def holoviz(app: BurnApp, fragment, sink, pool) -> None:
-    """Holoviz (headless) at the end of the emergency lane; its render buffers are counted."""
+    """Holoviz (headless) fed by the emergency lane's sink; its render buffers are counted."""
     from holoscan.operators import HolovizOp
     from holoscan.resources import BlockMemoryPool, MemoryStorageType
 
-    from holoburn.operators.holoviz import HolovizFeedOp, RenderCountOp
+    from holoburn.operators.holoviz import RenderCountOp
 
     height, width = app.plan.config.get("holoviz_size") or (1080, 1920)
-    feed = HolovizFeedOp(fragment, name="holoviz_feed")
     render_pool = BlockMemoryPool(fragment, storage_type=MemoryStorageType.DEVICE, block_size=width * height * 4,
                                   num_blocks=3, name="render_buffers")  # RGBA8 render buffer, frame sized
     extra = {"cuda_stream_pool": pool} if pool is not None else {}
@@ -419,10 +418,9 @@ def holoviz(app: BurnApp, fragment, sink, pool) -> None:
                     tensors=[dict(name="overlay", type="color")], enable_render_buffer_output=True,
                     allocator=render_pool, **extra)
     counter = RenderCountOp(fragment, name="render_count")
-    fragment.add_flow(sink, feed, {("view", "in")})
-    fragment.add_flow(feed, viz, {("outputs", "receivers"), ("output_specs", "input_specs")})
+    fragment.add_flow(sink, viz, {("view", "receivers"), ("view_specs", "input_specs")})
     fragment.add_flow(viz, counter, {("render_buffer_output", "in")})
-    app.holoviz_feed, app.render_counter = feed, counter
+    app.holoviz_sink, app.render_counter = sink, counter
 
 
 # ----------------------------------------------------------------------------- running
@@ -508,7 +506,9 @@ def lanes_summary(app: BurnApp) -> dict:
     summary["frames_accounted"] = ledger.frames_in
     summary["lost_in_transport"] = summary["frames_emitted"] - ledger.frames_in
     if getattr(app, "render_counter", None) is not None:
-        summary["holoviz"] = {"frames_fed": app.holoviz_feed.frames_shown, "render_buffers": app.render_counter.rendered}
+        # a batch Holoviz had no room for (while it starts, or slower than the camera) is not shown: counted
+        summary["holoviz"] = {"frames_fed": app.holoviz_sink.frames_shown, "render_buffers": app.render_counter.rendered,
+                              "not_rendered": app.holoviz_sink.frames_shown - app.render_counter.rendered}
     if app.tracker is not None:
         summary["tracker"] = {"paths": list(app.tracker.get_path_strings()), "log": str(plan.track_log)}
     return summary

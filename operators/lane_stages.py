@@ -105,14 +105,16 @@ class SinkOp(LaneStageOp):
         self.batch_size = max(r.policy.batch_size for r in kwargs["runtimes"].values() if r is not None) \
             if hand_off else 1
         self.view = view
+        self.frames_shown = 0  # batches given to Holoviz (view)
         super().__init__(fragment, *args, **kwargs)
 
     def outputs(self, spec):
         # across processes a batch leaves as one message per frame: room for a whole batch
         spec.output("out").connector(IOSpec.ConnectorType.DOUBLE_BUFFER, capacity=max(1, self.batch_size))
         spec.output("feedback")
-        if self.view:
+        if self.view:  # straight to Holoviz (receivers, input_specs): no operator between
             spec.output("view").condition(ConditionType.NONE)
+            spec.output("view_specs").condition(ConditionType.NONE)
 
     def compute(self, op_input, op_output, context):
         batch: LaneBatch = op_input.receive("in")
@@ -138,6 +140,11 @@ class SinkOp(LaneStageOp):
                          if f.ok and f.findings and f.findings.get("triage")) if self.escalation else ()
         op_output.emit(Feedback(credit=batch.gated, outcomes=outcomes), "feedback")
         if self.view and not batch.failed and batch.live:
-            op_output.emit(batch, "view")
+            from holoburn.operators.holoviz import holoviz_inputs
+
+            tensors, specs = holoviz_inputs(batch)
+            op_output.emit(tensors, "view")
+            op_output.emit(specs, "view_specs")
+            self.frames_shown += 1
         if not self.hand_off:
             op_output.emit(batch, "out")

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -368,3 +370,20 @@ def test_one_cuda_graph_per_frame_gives_what_the_stages_give(tmp_path):
     assert graphed.report()["cuda_graph_chain"]["graphs"] == 4  # 2 buffer sets x 2 frame sizes
     assert graphed.memory.report()["requests_after_warmup"] == 0
     assert torch.cuda.memory_stats()["allocation.all.allocated"] == torch_before
+
+
+def test_holoviz_shows_the_emergency_lane_headless(tmp_path):
+    """Lab only: the bench's holoviz step, Holoviz fed straight by the emergency sink: every batch
+    given to Holoviz comes back as a render buffer or is counted as not rendered, and the tracker
+    has the path through Holoviz."""
+    from test_pipeline import holoburn
+
+    result = holoburn("bench", "--lanes", "--device", "cuda", "--steps", "holoviz", "--seconds", "1.5", "--warm", "0.5",
+                      "--out", tmp_path, "--name", "viz.json", timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    step = json.loads((tmp_path / "viz.json").read_text())["holoviz"]
+    shown = step["summary"]["holoviz"]
+    processed = step["summary"]["by_frame_lane"]["EMERGENCY"]["processed"]
+    assert 0 < shown["render_buffers"] <= shown["frames_fed"] <= processed
+    assert shown["not_rendered"] == shown["frames_fed"] - shown["render_buffers"]
+    assert any(",holoviz," in path for path in step["paths"])
