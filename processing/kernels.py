@@ -137,7 +137,8 @@ extern "C" __global__ void regions_mark(const unsigned char* cls, const unsigned
                                         const int last_burn, const int min_area) {
     PICTURE_LOOP
         const unsigned char k = cls[base + idx];
-        const bool doubt = IS_BURN(k) && (unsure[base + idx] || area[base + label[base + idx]] < min_area);
+        // min_area <= 1: no region is that small, and label/area were not computed
+        const bool doubt = IS_BURN(k) && (unsure[base + idx] || (min_area > 1 && area[base + label[base + idx]] < min_area));
         shown[base + idx] = doubt ? 255 : k;
     }
 }

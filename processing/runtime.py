@@ -725,9 +725,10 @@ class GpuLaneRuntime(LaneRuntime):
             geometry = (np.int32(S), np.int32(box.top), np.int32(box.left), np.int32(box.height), np.int32(box.width))
             grid = (max(1, min(256, -(-(box.height * box.width) // 256))), len(members))
             cls, label, area = self.square_mask[slot][row:], self.region_label[slot][row:], self.region_area[slot][row:]
-            k["regions_init"](grid, (256,), (label, area, *geometry))
-            k["regions_merge"](grid, (256,), (cls, label, *geometry, *burn))
-            k["regions_area"](grid, (256,), (cls, label, area, *geometry, *burn))
+            if self.limits.min_region_px > 1:  # else no region is too small: only the unsure pixels are marked
+                k["regions_init"](grid, (256,), (label, area, *geometry))
+                k["regions_merge"](grid, (256,), (cls, label, *geometry, *burn))
+                k["regions_area"](grid, (256,), (cls, label, area, *geometry, *burn))
             k["regions_mark"](grid, (256,), (cls, self.unsure[slot][row:], label, area, self.square_shown[slot][row:],
                                              *geometry, *burn, np.int32(self.limits.min_region_px)))
 

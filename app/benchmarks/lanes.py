@@ -305,7 +305,7 @@ def main(argv=None):
     p.add_argument("--steps", default="checks,chain,idle,lanes,single,pressure,holoviz")
     p.add_argument("--variants", default="", help="comma list of config variants for chain/idle/lanes, side by "
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
-                   "_nofreeze, _green, _noassess, _graph, _graph_green")
+                   "_nofreeze, _green, _noassess, _noregions, _graph, _graph_green")
     p.add_argument("--lanes-config", default=None)
     p.add_argument("--routine-processes", default="2x60low",
                    help="isolated step: comma list of routine process sets, each WORKERSxSM_PERCENT (the workers' "
@@ -440,7 +440,9 @@ def main(argv=None):
                 "_graph_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": ["EMERGENCY"],
                                          "emergency_green_context_sms": 16}},
                 # what the assessability checks cost: the picture checks and the out-of-domain kernel off
-                "_noassess": {"assess": {"picture_checks": False}}}
+                "_noassess": {"assess": {"picture_checks": False}},
+                # what the small-region kernels cost: no region is too small, only unsure pixels are marked
+                "_noregions": {"assess": {"min_region_px": 0}}}
 
     def config_for(variant):
         out = copy.deepcopy(cfg)
@@ -450,9 +452,10 @@ def main(argv=None):
 
     def plan(sources, mode, variant="", **kw):
         config = config_for(variant)
-        checks = (config.get("assess") or {}).get("picture_checks", True)
+        assess = config.get("assess") or {}
         for rt in runtimes.values():
-            rt.limits = dataclasses.replace(rt.limits, picture_checks=checks)
+            rt.limits = dataclasses.replace(rt.limits, picture_checks=assess.get("picture_checks", True),
+                                            min_region_px=assess.get("min_region_px", rt.limits.min_region_px))
         config["holoviz_size"] = (height, width)
         return GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
                          device=args.device, mode=mode, config=config, priorities=priorities, **kw)
