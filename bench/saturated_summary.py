@@ -23,6 +23,20 @@ def get(node, *path):
     return node
 
 
+def allocations(step: dict) -> int | None:
+    """Device allocations after warm-up in one step: this process's lanes, and the routine workers'."""
+    from holoburn.app.benchmarks.lanes import allocation_count
+
+    count = None
+    if isinstance(step.get("allocations"), dict):  # holoburn's own lanes in this process
+        count = allocation_count(step["allocations"])
+    if "worker_allocations_after_warmup" in step:
+        count = (count or 0) + sum(a or 0 for a in step["worker_allocations_after_warmup"])
+    if isinstance(step.get("allocations_after_warmup"), dict):  # the peer: torch's allocator counts
+        count = sum(v for v in step["allocations_after_warmup"].values() if isinstance(v, int))
+    return count
+
+
 def run_figures(result: dict) -> dict:
     """One run's headline: idle, lanes, isolated (each step), peer, end-to-end, losses, allocations."""
     steps = {name: step for name, step in result.items() if isinstance(step, dict) and "emergency_latency_ms" in step}
@@ -37,8 +51,7 @@ def run_figures(result: dict) -> dict:
             "emergency_p99_ms": get(step, "emergency_latency_ms", "p99"),
             "routine_fps": step.get("routine_fps"),
             "emergency_frames_lost": lost,
-            "allocations_after_warmup": sum(a or 0 for a in step.get("worker_allocations_after_warmup") or [])
-            if "worker_allocations_after_warmup" in step else step.get("allocations_after_warmup"),
+            "allocations_after_warmup": allocations(step),
         }
     figures["e2e_ms_by_step"] = result.get("e2e_ms_by_step")
     figures["allocations_after_warmup"] = result.get("allocations_after_warmup")

@@ -2,9 +2,9 @@
 
 Under saturation the emergency lane waits on what it shares with routine lanes: the GPU's SMs and,
 in one process, Python's GIL and the scheduler's threads. Measured in the GPU lab (README,
-"Priority lanes"): with 8 routine cameras in two worker processes under CUDA MPS the emergency
-p99 was 7.4-10.0 ms at 1,432-1,435 routine fps, against 10.1-12.2 ms at 923-955 fps with every
-camera in one process. So a run whose cameras are of an urgent lane (EMERGENCY, URGENT) and of a
+"Priority lanes"): with 8 routine cameras in two worker processes under CUDA MPS, below-normal
+MPS clients at 60 % of the SMs, the emergency p99 was 4.8-5.0 ms at 1,448 routine fps, against
+7.4-9.6 ms at 970-1,130 fps with every camera in one process. So a run whose cameras are of an urgent lane (EMERGENCY, URGENT) and of a
 routine one (ROUTINE, BATCH_SCREENING) keeps the urgent cameras here and gives the routine
 cameras to `gpu.routine_processes` worker processes, each `holoburn run` with its cameras, their
 run-wide ids (`source.numbers`) and the options of this run, writing into `OUT/routine<k>/`:
