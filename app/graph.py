@@ -155,12 +155,13 @@ def lanes_in_use(sources: list[SourceSpec], router: LaneRouter) -> list[Lane]:
 def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, device: str, card, open_backend_for,
                    triage: TriagePolicy = TriagePolicy(), sources: list[SourceSpec] = (),
                    frame_sizes=((1080, 1920),), alpha: float = 0.45, extra_slots: int | dict = 0,
-                   render: bool = True, keep_logits: bool = False, limits: AssessLimits = AssessLimits()
-                   ) -> tuple[dict, dict]:
+                   render: bool = True, keep_logits: bool = False, limits: AssessLimits = AssessLimits(),
+                   cuda_graph_lanes=()) -> tuple[dict, dict]:
     """One runtime per lane. GPU: stream priority from the device's own range, the lane's memory
-    and every buffer made now, the backend's CUDA graph captured now. open_backend_for(lane)
-    returns a backend of that lane's own (a CUDA graph's buffers serve one lane). extra_slots:
-    buffer sets beyond the lane's depth (buffer_slack), for every lane or per lane."""
+    and every buffer made now, the backend's CUDA graph captured now, then each lane warmed up
+    (GpuLaneRuntime.warm_up; lanes in `cuda_graph_lanes` capture their per-frame graphs there).
+    open_backend_for(lane) returns a backend of that lane's own (a CUDA graph's buffers serve one
+    lane). extra_slots: buffer sets beyond the lane's depth (buffer_slack), for every lane or per lane."""
     facts = {s.source_id: s.facts for s in sources}
     runtimes, priorities = {}, {}
     if device.startswith("cuda"):
@@ -174,6 +175,7 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
         if device.startswith("cuda"):
             priorities[lane] = stream_priority(policy.stream_priority, least, greatest)
             runtimes[lane] = GpuLaneRuntime(policy, frame_sizes=frame_sizes, stream_priority=priorities[lane], **common)
+            runtimes[lane].warm_up(chain_graph=lane in {Lane.parse(l) for l in cuda_graph_lanes})
         else:
             runtimes[lane] = CpuLaneRuntime(policy, render=render, **common)
     return runtimes, priorities

@@ -615,6 +615,28 @@ class GpuLaneRuntime(LaneRuntime):
     def freeze(self) -> None:
         self.memory.freeze()
 
+    def warm_up(self, chain_graph: bool = False) -> None:
+        """Before the first real frame, on a grey frame of every size the lane was built for: each
+        buffer set through the stages twice, one frame at a time (kernels compiled, the backend's
+        algorithms picked and, with `chain_graph`, one frame's device work captured per buffer set
+        and size, gpu.cuda_graph_lanes), then one full batch; then the lane's memory is frozen, so
+        an allocation from here on is counted. Without it the first frames of a run pay for all
+        that, an emergency frame among them."""
+        self.chain_graph = chain_graph
+        self.bind(None, "warm-up stream")
+        for height, width in list(self.geometries):
+            grey = self._cpx.empty_pinned((height, width, 3), np.uint8)
+            grey[...] = 128
+            for frames in [[grey]] * (2 * self.slots) + [[grey] * self.policy.batch_size]:
+                batch = LaneBatch(self.lane, [Frame.of("warm-up", i, 0.0, f, lane=self.lane.name)
+                                              for i, f in enumerate(frames)])
+                for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
+                    getattr(self, stage)(batch)
+                self.release(batch)
+        self._cp.cuda.Device().synchronize()
+        self.unbind()
+        self.freeze()
+
     # -- stages (all on the lane's stream, all allocations through the lane's memory)
 
     def _on_lane(self):

@@ -387,3 +387,27 @@ def test_holoviz_shows_the_emergency_lane_headless(tmp_path):
     assert 0 < shown["render_buffers"] <= shown["frames_fed"] <= processed
     assert shown["not_rendered"] == shown["frames_fed"] - shown["render_buffers"]
     assert any(",holoviz," in path for path in step["paths"])
+
+
+def test_warm_up_captures_every_buffer_set_before_the_first_frame(tmp_path):
+    """GpuLaneRuntime.warm_up (build_runtimes calls it for every GPU run): after it, every
+    (buffer set, frame size) has its CUDA graph, and real frames neither capture nor allocate."""
+    import cupyx
+
+    from holoburn.engines.backend import open_backend
+    from holoburn.processing.runtime import GpuLaneRuntime
+
+    card = burn_unet_card(tmp_path)
+    rt = GpuLaneRuntime(policy(pool_mb=256), card=card, backend=open_backend(card, "torch", "fp16", device="cuda"),
+                        frame_sizes=((720, 1280), (480, 640)), slots=2)
+    rt.warm_up(chain_graph=True)
+    assert rt.report()["cuda_graph_chain"]["graphs"] == 4  # 2 buffer sets x 2 frame sizes
+    rt.bind(None, "test stream")
+    replays = rt.chain_replays
+    for seed, (h, w) in enumerate(((720, 1280), (480, 640), (720, 1280))):
+        pinned = cupyx.empty_pinned((h, w, 3), np.uint8)
+        pinned[...] = blocks(h, w, 40, seed)
+        assert run_batch(rt, [pinned]).chained
+    assert rt.chain_replays - replays == 3
+    assert rt.report()["cuda_graph_chain"]["graphs"] == 4
+    assert rt.memory.report()["requests_after_warmup"] == 0

@@ -405,28 +405,6 @@ def main(argv=None):
                 _shared["b"] = open_backend(card, "onnxruntime", "fp32", device="cpu", threads=os.cpu_count())
             return _shared["b"]
 
-    # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
-    all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds, emergency=not worker)
-    router = LaneRouter({s.source_id: s.lane for s in all_sources}, escalate=triage_cfg["escalate"],
-                        calm_frames=triage_cfg["calm_frames"])
-    used = lanes_in_use(all_sources, router)
-    t = time.monotonic()
-    runtimes, priorities = build_runtimes(used, policies, device=args.device, card=card, open_backend_for=open_for,
-                                          triage=TriagePolicy(), sources=all_sources,
-                                          frame_sizes=((height, width),),
-                                          # the chain step runs the emergency lane straight through
-                                          extra_slots={lane: buffer_slack("chain" if lane == Lane.EMERGENCY else "lanes",
-                                                                          args.device) for lane in used}, render=True)
-    result["start_up_s"] = round(time.monotonic() - t, 2)
-    result["stream_priorities"] = {l.name: p for l, p in priorities.items()}
-    for lane, rt in runtimes.items():  # warm-up: kernels compiled, first batches through each lane
-        for _ in range(2):
-            rt.bind(None, "warm-up stream")
-            b = run_direct(rt, frames[: rt.policy.batch_size], lane)
-            rt.release(b)
-        rt.unbind()
-        rt.freeze()
-
     import copy
 
     variants = {"": {}, "_unfused": {"gpu": {"fuse_stages": []}},
@@ -443,6 +421,32 @@ def main(argv=None):
                 "_noassess": {"assess": {"picture_checks": False}},
                 # what the small-region kernels cost: no region is too small, only unsure pixels are marked
                 "_noregions": {"assess": {"min_region_px": 0}}}
+
+    for v in args.variants.split(","):
+        if v not in variants:
+            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
+    graphed = sorted({l for v in args.variants.split(",") for l in variants[v].get("gpu", {}).get("cuda_graph_lanes", [])}
+                     | set(cfg["gpu"].get("cuda_graph_lanes") or []))
+    # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
+    all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds, emergency=not worker)
+    router = LaneRouter({s.source_id: s.lane for s in all_sources}, escalate=triage_cfg["escalate"],
+                        calm_frames=triage_cfg["calm_frames"])
+    used = lanes_in_use(all_sources, router)
+    t = time.monotonic()
+    runtimes, priorities = build_runtimes(used, policies, device=args.device, card=card, open_backend_for=open_for,
+                                          triage=TriagePolicy(), sources=all_sources,
+                                          frame_sizes=((height, width),),
+                                          # the chain step runs the emergency lane straight through
+                                          extra_slots={lane: buffer_slack("chain" if lane == Lane.EMERGENCY else "lanes",
+                                                                          args.device) for lane in used}, render=True,
+                                          cuda_graph_lanes=graphed)  # GPU: warmed up, every variant's graphs captured
+    result["start_up_s"] = round(time.monotonic() - t, 2)
+    result["stream_priorities"] = {l.name: p for l, p in priorities.items()}
+    for lane, rt in runtimes.items():
+        if not gpu:  # the CPU lanes: the first batches through each, then count what is allocated
+            for _ in range(2):
+                rt.release(run_direct(rt, frames[: rt.policy.batch_size], lane))
+            rt.freeze()
 
     def config_for(variant):
         out = copy.deepcopy(cfg)
@@ -551,8 +555,6 @@ def main(argv=None):
         return out
 
     for v in args.variants.split(","):
-        if v not in variants:
-            raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
         steps |= {f"{base}{v}" for base in ("chain", "idle", "lanes") + (("holoviz",) if gpu else ()) if base in steps}
         result[f"chain{v}"] = step(f"chain{v}", lambda: chain_step(variant=v))
         result[f"holoviz{v}"] = step(f"holoviz{v}", lambda: chain_step(holoviz=True, variant=v))
