@@ -12,6 +12,16 @@ no_skin, the training photographs), never from the hold-out's families or photog
     python3 bench/int8_recipes.py --holdout-frames 160 --candidate baseline --candidate "percentile 99.9999"
     python3 bench/int8_recipes.py --scenes-only       # without the held-out photographs
     python3 bench/int8_recipes.py --calibration-draws 5 --candidate baseline   # 5 draws of calibration frames
+    python3 bench/int8_recipes.py --sensitivity       # rank the layers by INT8 sensitivity (training-like frames)
+    python3 bench/int8_recipes.py --candidate sensitive-top-2 --independent 7000001   # + 120 independent scenes
+
+Layer sensitivity (`--sensitivity`, standard mixed-precision practice): every layer quantize_int8
+quantizes is made INT8 alone (the rest float) and left alone in float (the rest INT8), and the
+output's distance from FP32 is measured on training-like frames (varied, clinic, no_skin scenes of
+a calibration seed and the training photographs), never on a hold-out, so the choice is not tuned
+on the test. Candidates "sensitive-top-K" keep the K most sensitive layers of the latest ranking
+in the results file in float instead of the card's sensitive_layers (on TensorRT they run in
+float: FP32 where TensorRT 10 pins them, else the float precision the build allows).
 
 Results (per class Dice and sensitivity deltas in points, verdict, seconds) are written to
 bench/results/int8_recipes_cpu.json (one entry per command; a re-run of the same command replaces it).
@@ -68,7 +78,12 @@ CANDIDATES = {
     "conv-inputs-only, minmax": ({"quantize_conv_outputs": False, "calibration_method": "minmax"}, None, "gate"),
     "conv-inputs-only, mixed-64": ({"quantize_conv_outputs": False, "calibration_frames": 70}, None, "mixed-64"),
     "conv-inputs-only, nothing float": ({"quantize_conv_outputs": False}, (), "gate"),
+    # an int: that many layers of the --sensitivity ranking kept in float, the rest as configured
+    **{f"sensitive-top-{k}": ({}, k, "gate") for k in (1, 2, 4, 6, 8)},
 }
+#: frames the sensitivity is measured on: training families at a calibration seed (not the
+#: calibration frames themselves: those are varied-32 of seed 5_000_001), + training photographs
+SENSITIVITY_FRAMES = "mixed-48@5000002"
 
 
 def calibration_set(spec: str, gate_calibration: list, size) -> list:
@@ -87,31 +102,112 @@ def calibration_set(spec: str, gate_calibration: list, size) -> list:
     if kind == "varied":
         return [f for f, _ in iter_frames(count, seed, size, 1, family="varied")]
     shares = {"varied": count - 2 * (count * 15 // 100), "clinic": count * 15 // 100, "no_skin": count * 15 // 100}
-    frames = [f for family, n in shares.items() for f, _ in iter_frames(n, CALIBRATION_SEED, size, 1, family=family)]
+    frames = [f for family, n in shares.items() for f, _ in iter_frames(n, seed, size, 1, family=family)]
     return frames + list(photos.load_photos(photos.TRAINING_PHOTOS).values())
 
 
-def measure(card, holdout, frames, strategy, workdir: Path, threads: int) -> tuple[dict, dict]:
+def int8_infer(path: Path, threads: int, as_tensorrt: bool = True):
+    """engines.gate.onnx_infer for a Q/DQ model. ONNX Runtime's graph optimizer (1.32 here) would
+    quantize, per tensor, the float weights of a convolution that reads a dequantized tensor: a
+    layer kept in float would run with INT8 weights on the CPU, where TensorRT runs it in float.
+    as_tensorrt (the default; the gate does the same): without that pass."""
+    from holoburn.engines.gate import onnx_infer
+
+    return onnx_infer(path, threads, float_layers_in_float=as_tensorrt)
+
+
+def layer_sensitivity(card, calibration: list, scoring: list, strategy, workdir: Path, threads: int = 2, as_tensorrt: bool = True) -> dict:
+    """Every layer quantize_int8 quantizes, most sensitive first.
+
+    calibration, scoring: frames (H, W, 3) uint8 RGB of training-like families (never a hold-out).
+    For each layer, its INT8 model's distance from FP32 on `scoring` when the layer alone is INT8
+    (`alone_int8`: the rest float) and when it alone stays float (`alone_float`: the rest INT8):
+    mean KL divergence of the class softmax, nats per pixel of the model input (`kl`), and the
+    share of those pixels whose class changes (`class_changed_pct`). Ranked by alone_int8 KL, the
+    layer's own damage free of the other layers' errors. The card's sensitive_layers are ignored.
+    Returns {"all_int8": distance, "layers": [{"layer", "op", "alone_int8", "alone_float"}, ...]}.
+    """
+    import numpy as np
+    import onnx
+
+    from holoburn.engines.gate import onnx_infer
+    from holoburn.engines.quantize import calibration_batches, quantize_int8, quantized_nodes
+
+    def softmax(logits):
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    batches = [feed[card.input_name] for feed in calibration_batches(scoring, card)]
+    fp32 = onnx_infer(card.onnx_path, threads)
+    reference = [softmax(fp32(batch)) for batch in batches]
+    model = workdir / "sensitivity.onnx"
+
+    def distance(kept_in_float) -> dict:
+        quantize_int8(card.onnx_path, model, dataclasses.replace(card, sensitive_layers=tuple(kept_in_float)), calibration, strategy)
+        int8 = int8_infer(model, threads, as_tensorrt)
+        kl, changed = [], []
+        for batch, p in zip(batches, reference):
+            q = softmax(int8(batch))
+            kl.append(float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), axis=1))))
+            changed.append(float(np.mean(p.argmax(1) != q.argmax(1))))
+        return {"kl": round(float(np.mean(kl)), 7), "class_changed_pct": round(100 * float(np.mean(changed)), 4)}
+
+    all_int8 = distance(())
+    quantized = onnx.load(str(model))
+    ops = {node.name: node.op_type for node in quantized.graph.node}
+    layers = quantized_nodes(quantized)
+    rows = [{"layer": name, "op": ops[name], "alone_int8": distance([other for other in layers if other != name]),
+             "alone_float": distance([name])} for name in layers]
+    rows.sort(key=lambda row: (-row["alone_int8"]["kl"], -row["alone_int8"]["class_changed_pct"]))
+    return {"all_int8": all_int8, "layers": rows}
+
+
+def worst_loss(report) -> dict:
+    """The gate's worst drop (Dice or sensitivity, points) over the pooled set and each family, and where."""
+    found = []
+    for family, sub in {"pooled": report, **report.families}.items():
+        for row in sub.rows:
+            if row.gated and row.status != "untested":
+                found += [(row.dice_delta, family, row.name, "dice"), (row.sensitivity_delta, family, row.name, "sensitivity")]
+    value, family, name, metric = min(found)
+    largest_dice = max((abs(r.dice_delta), f, r.name) for f, sub in {"pooled": report, **report.families}.items()
+                       for r in sub.rows if r.gated and r.status != "untested")
+    return {"points": round(100 * value, 4), "family": family, "class": name, "metric": metric,
+            "largest_abs_dice_delta": {"points": round(100 * largest_dice[0], 4), "family": largest_dice[1], "class": largest_dice[2]}}
+
+
+def measure(card, holdouts: dict, frames, strategy, workdir: Path, threads: int, as_tensorrt: bool = True) -> dict:
+    """Quantize once, gate against FP32 on every held-out set of `holdouts` (name -> pairs or families)."""
     from holoburn.engines.gate import run_gate
     from holoburn.engines.quantize import quantize_int8
 
     model = workdir / "int8.onnx"
     started = time.perf_counter()
     provenance = quantize_int8(card.onnx_path, model, card, frames[: strategy.calibration_frames], strategy)
-    quantized = time.perf_counter() - started
-    report = run_gate(card, {"fp32": card.onnx_path, "int8": model}, holdout, strategy=strategy, threads=threads)
-    data = report.to_json()
-    rows = {r["class"]: {"dice_delta": r["dice_delta"], "sensitivity_delta": r["sensitivity_delta"]} for r in data["rows"] if r["gated"]}
-    return {
-        "accepted": report.passed,
-        "worst_delta_points": round(report.summary()["worst_delta_points"], 4),
-        "failures": report.failures(),
-        "pixel_agreement_pct": data["pixel_agreement_pct"],
-        "burn_classes": rows,
-        "quantize_s": round(quantized, 1),
-        "gate_s": round(time.perf_counter() - started - quantized, 1),
-        "conversion": provenance,
-    }, data
+    result = {"quantize_s": round(time.perf_counter() - started, 1), "conversion": provenance, "sets": {}}
+    for name, holdout in holdouts.items():
+        started = time.perf_counter()
+        report = run_gate(card, {"fp32": card.onnx_path, "int8": int8_infer(model, threads, as_tensorrt)}, holdout,
+                          strategy=strategy, threads=threads)
+        data = report.to_json()
+        rows = {r["class"]: {"dice_delta": r["dice_delta"], "sensitivity_delta": r["sensitivity_delta"]} for r in data["rows"] if r["gated"]}
+        result["sets"][name] = {
+            "accepted": report.passed,
+            "worst_delta_points": round(report.summary()["worst_delta_points"], 4),
+            "worst_incl_families": worst_loss(report),
+            "failures": report.failures(),
+            "pixel_agreement_pct": data["pixel_agreement_pct"],
+            "burn_classes": rows,
+            "gate_s": round(time.perf_counter() - started, 1),
+        }
+    return result
+
+
+def latest_ranking(results: Path) -> list[str]:
+    """Layer names of the latest --sensitivity ranking in the results file, most sensitive first."""
+    runs = json.loads(results.read_text())["runs"] if results.is_file() else []
+    ranked = [run["sensitivity"]["layers"] for run in runs if "sensitivity" in run]
+    return [row["layer"] for row in ranked[-1]] if ranked else []
 
 
 def main(argv=None) -> int:
@@ -122,6 +218,14 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-draws", type=int, default=1,
                         help="for candidates calibrated on the gate's frames (+photos): also K-1 other draws of 32 varied frames "
                              "(calibration seed + 1 ..), to see how much a verdict depends on the draw")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help=f"only rank the layers by INT8 sensitivity on {SENSITIVITY_FRAMES} (module doc) and write the ranking")
+    parser.add_argument("--independent", type=int, action="append", default=[], metavar="SEED",
+                        help="also gate every candidate on scenes of the independent generator of this seed (repeatable)")
+    parser.add_argument("--independent-frames", type=int, default=120, help="scenes per --independent set")
+    parser.add_argument("--ort-weight-quantization", action="store_true",
+                        help="let ONNX Runtime quantize the weights of layers kept in float, as the gate did before "
+                             "2026-12-01 (default: they run in float, as on TensorRT and in the gate)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -130,7 +234,8 @@ def main(argv=None) -> int:
 
     import onnxruntime
 
-    from holoburn.app.run.engine_setup import synthetic_sets
+    from holoburn.app.run.engine_setup import CALIBRATION_SEED, synthetic_sets
+    from holoburn.app.synthesis.independent import independent_frames
     from holoburn.engines.card import DEFAULT_CARD, load_card
     from holoburn.engines.quantize import load_strategy
 
@@ -138,18 +243,55 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         parser.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    ranking = latest_ranking(args.out)
+    if not args.sensitivity and not ranking and any(isinstance(CANDIDATES[n][1], int) for n in names):
+        parser.error(f"the sensitive-top-K candidates need a ranking in {args.out}: run with --sensitivity first")
     card = load_card(DEFAULT_CARD)
     size = inspect.signature(synthetic_sets).parameters["size"].default
+    configured = load_strategy()
+    command = "python3 bench/int8_recipes.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    run = {
+        "command": command,
+        "model": card.model_id,
+        "onnxruntime": onnxruntime.__version__,
+        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, {args.threads} threads",
+        "date": time.strftime("%Y-%m-%d"),
+        "float_layers_run": "with INT8 weights (ONNX Runtime's WeightBiasQuantization on)"
+                            if args.ort_weight_quantization else "in float, as on TensorRT and in engines.gate (ONNX Runtime's "
+                                                                 "WeightBiasQuantization off)",
+    }
+
+    if args.sensitivity:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="holoburn-int8-sensitivity-") as tmp:
+            found = layer_sensitivity(card, calibration_set("varied-32", [], size), calibration_set(SENSITIVITY_FRAMES, [], size),
+                                      configured, Path(tmp), args.threads, not args.ort_weight_quantization)
+        for rank, row in enumerate(found["layers"], 1):
+            print(f"{rank:2d} {row['layer']:34s} {row['op']:13s} alone INT8: KL {row['alone_int8']['kl']:.6f} "
+                  f"changed {row['alone_int8']['class_changed_pct']:.3f} %  alone float: KL {row['alone_float']['kl']:.6f} "
+                  f"changed {row['alone_float']['class_changed_pct']:.3f} %", flush=True)
+        run["sensitivity"] = {
+            "what": "each layer quantize_int8 quantizes, INT8 alone (rest float) and float alone (rest INT8), vs FP32; "
+                    "ranked by alone_int8 KL (layer_sensitivity)",
+            "calibration": f"varied-32 (seed {CALIBRATION_SEED}): the gate's calibration frames (synthetic_sets)",
+            "scored_on": f"{SENSITIVITY_FRAMES}: varied/clinic/no_skin scenes of a calibration seed + the training photographs "
+                         "(training families only; no hold-out family, seed or photograph)",
+            "int8_recipe": configured.int8_recipe(),
+            "seconds": round(time.perf_counter() - started, 1),
+            **found,
+        }
+        record(args.out, run)
+        return 0
+
     holdout, gate_calibration = synthetic_sets(args.holdout_frames) if args.holdout_frames else synthetic_sets()
     if args.scenes_only:
         holdout = {name: pairs for name, pairs in holdout.items() if name != "photographs"}
     scenes = sum(len(pairs) for name, pairs in holdout.items() if name != "photographs")
     families = {name: len(pairs) for name, pairs in holdout.items()}
-    configured = load_strategy()
+    holdouts = {"holdout": holdout, **{f"independent-{args.independent_frames}@{seed}": independent_frames(args.independent_frames, seed, size)
+                                       for seed in args.independent}}
     base = configured.with_overrides(**BASELINE)
     rows = []
-    from holoburn.app.run.engine_setup import CALIBRATION_SEED
-
     runs = []
     for name in names:
         overrides, float_layers, spec = CANDIDATES[name]
@@ -157,38 +299,46 @@ def main(argv=None) -> int:
         draws = [spec] + ([spec.replace("gate", draw, 1) for draw in other] if spec.startswith("gate") else [])
         runs += [(name, overrides, float_layers, draw) for draw in draws]
     for name, overrides, float_layers, spec in runs:
-        strategy = configured if name == "configured" else base.with_overrides(**overrides)
+        ranked = isinstance(float_layers, int)
+        strategy = configured if name == "configured" or ranked else base.with_overrides(**overrides)
+        float_layers = ranking[:float_layers] if ranked else float_layers
         candidate_card = card if float_layers is None else dataclasses.replace(card, sensitive_layers=tuple(float_layers))
         frames = calibration_set(spec, gate_calibration, size)
         with tempfile.TemporaryDirectory(prefix="holoburn-int8-recipe-") as tmp:
-            result, _ = measure(candidate_card, holdout, frames, strategy, Path(tmp), args.threads)
+            result = measure(candidate_card, holdouts, frames, strategy, Path(tmp), args.threads, not args.ort_weight_quantization)
+        sets = result.pop("sets")
         row = {"candidate": name, "int8_recipe": strategy.int8_recipe(), "kept_in_float_layers": list(candidate_card.sensitive_layers),
-               "calibration_set": spec, **result}
+               **({"kept_in_float_share": f"{len(float_layers)} of {len(ranking)} quantizable layers"} if ranked else {}),
+               "calibration_set": spec, **sets.pop("holdout"), **result, **({"independent_sets": sets} if sets else {})}
         rows.append(row)
-        deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in result["burn_classes"].items())
-        print(f"{name:38s} {spec:18s} {'ACCEPTED' if result['accepted'] else 'refused ':8s} worst {result['worst_delta_points']:+.2f}  Dice: {deltas}", flush=True)
+        for set_name, found in {"holdout": row, **sets}.items():
+            deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in found["burn_classes"].items())
+            worst = found["worst_incl_families"]
+            print(f"{name:38s} {spec:18s} {set_name:22s} {'ACCEPTED' if found['accepted'] else 'refused ':8s} "
+                  f"worst {worst['points']:+.2f} ({worst['family']} {worst['class']} {worst['metric']})  Dice: {deltas}", flush=True)
 
-    command = "python3 bench/int8_recipes.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
-    run = {
-        "command": command,
+    run.update({
         "holdout": {"frames": sum(families.values()), "synthetic_scenes": scenes, "families": families,
                     "what": "app.run.engine_setup.synthetic_sets: contact, varied and independent-generator scenes "
                             "(hold-out seed, one scene per frame), judged pooled and family by family"
                             + ("" if args.scenes_only else ", + held-out photographs as no burn")},
-        "model": card.model_id,
+        **({"independent_sets": {name: f"app.synthesis.independent.independent_frames({args.independent_frames}, {name.split('@')[1]}, {size})"
+                                 for name in holdouts if name != "holdout"}} if args.independent else {}),
         "limit_points": base.max_drop_points,
         "gate": "holoburn.engines.gate.run_gate (Dice and sensitivity per burn class and any-burn vs fp32)",
-        "onnxruntime": onnxruntime.__version__,
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores, {args.threads} threads",
-        "date": time.strftime("%Y-%m-%d"),
         "rows": rows,
-    }
-    previous = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
-    previous["runs"] = [r for r in previous["runs"] if r["command"] != command] + [run]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(previous, indent=1) + "\n")
-    print(f"results: {args.out}")
+    })
+    record(args.out, run)
     return 0
+
+
+def record(results: Path, run: dict) -> None:
+    """Add `run` to the results file (a run of the same command replaces its earlier entry)."""
+    previous = json.loads(results.read_text()) if results.is_file() else {"runs": []}
+    previous["runs"] = [r for r in previous["runs"] if r["command"] != run["command"]] + [run]
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(previous, indent=1) + "\n")
+    print(f"results: {results}")
 
 
 if __name__ == "__main__":

@@ -388,14 +388,24 @@ def compare(card: ModelCard, reference: Scores, candidate: Scores, label: str, m
                       negatives=negatives)
 
 
-def onnx_infer(path: str | Path, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """An ONNX Runtime CPU session on `path` as a function (1,3,S,S) float32 -> (1,C,S,S) float32."""
+#: ONNX Runtime's pass (1.32) that quantizes the weights of a float convolution reading an INT8 tensor
+WEIGHT_QUANTIZATION = "WeightBiasQuantization"
+
+
+def onnx_infer(path: str | Path, threads: int | None = None, *,
+               float_layers_in_float: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """An ONNX Runtime CPU session on `path` as a function (1,3,S,S) float32 -> (1,C,S,S) float32.
+    float_layers_in_float=False: ONNX Runtime's own CPU graph, as its INT8 runs would have it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # ONNX Runtime's WeightBiasQuantization pass would give INT8 weights to a convolution kept in
+    # float that reads an INT8 tensor (card.sensitive_layers); TensorRT runs such a layer in float,
+    # so the gate must too, or it judges another model than the one deployed
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=[WEIGHT_QUANTIZATION] if float_layers_in_float else [])
     name = session.get_inputs()[0].name
 
     def infer(batch: np.ndarray) -> np.ndarray:

@@ -162,6 +162,14 @@ def first_conv(model) -> str | None:
     return None
 
 
+def quantized_nodes(model) -> list[str]:
+    """Names of the nodes of a Q/DQ model (onnx.ModelProto) that read a dequantized tensor: the
+    layers quantize_int8 quantized (convolutions and the ops between them), in graph order."""
+    dequantized = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in model.graph.node
+            if node.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized.intersection(node.input)]
+
+
 #: histogram bins for entropy calibration: the KL search needs many more bins than the 128
 #: quantized levels (onnxruntime's quantize_static uses 128 and 128, which leaves a single
 #: candidate threshold, the full range: entropy would silently be min-max).

@@ -43,7 +43,6 @@ def tiny_onnx(path, out_channels=6, output="logits"):
     Its weights make the red channel vote for full thickness and green for healthy skin, so its
     masks are predictable from the colours of a test frame.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = np.zeros((out_channels, 3, 1, 1), np.float32)
@@ -56,6 +55,14 @@ def tiny_onnx(path, out_channels=6, output="logits"):
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["n", out_channels, "h", "w"])],
         [numpy_helper.from_array(weight, "w")],
     )
+    return save_onnx(graph, path)
+
+
+def save_onnx(graph, path):
+    """An ONNX graph as a checked opset-17 model file at `path` (ONNX Runtime reads IR 8)."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
