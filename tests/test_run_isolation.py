@@ -38,6 +38,23 @@ def test_which_cameras_go_to_which_process():
         load_config(None, {"gpu.isolation": "threads"})
 
 
+def test_auto_splits_on_a_gpu_only_under_mps(monkeypatch, caplog):
+    """auto on a GPU without an MPS daemon: one process (time-sliced processes are slower), said
+    in a warning; with a daemon: the routine cameras get processes."""
+    import holoburn.app.run.isolation as isolation
+
+    specs = ["video:a.mp4@EMERGENCY", "video:b.mp4", "video:c.mp4"]
+    monkeypatch.setattr(isolation, "run_device", lambda config: "cuda")
+    monkeypatch.setattr(isolation, "mps_state", lambda: {"active": False, "why": "no MPS control daemon (test)"})
+    with caplog.at_level("WARNING", logger="holoburn"):
+        assert lane_processes(config(isolation="auto"), specs) is None
+    assert "every camera stays in this process, because no MPS control daemon (test)" in caplog.text
+    assert lane_processes(config(isolation="process"), specs) is not None  # forced: split anyway
+    monkeypatch.setattr(isolation, "mps_state", lambda: {"active": True, "pipe_directory": "/tmp/nvidia-mps"})
+    urgent, groups = lane_processes(config(isolation="auto", routine_processes=2), specs)
+    assert urgent == [(1, specs[0])] and groups == [[(2, specs[1])], [(3, specs[2])]]
+
+
 def test_routine_cameras_run_in_their_own_processes(tmp_path):
     video = sample_video()
     copies = []
@@ -117,10 +134,11 @@ def test_a_stop_signal_reaches_the_routine_processes(tmp_path):
 
 
 @pytest.mark.gpu
-def test_on_a_gpu_auto_isolation_splits_the_run(tmp_path):
-    """Lab only: `gpu.isolation: auto` (the default) on a GPU puts the routine cameras in processes
-    of their own, each on the GPU, with or without an MPS daemon (whichever the machine has, named
-    in summary.json), and every camera's frames are accounted for."""
+def test_on_a_gpu_isolation_splits_the_run(tmp_path):
+    """Lab only: `--isolation process` on a GPU puts the routine cameras in processes of their own,
+    each on the GPU, with or without an MPS daemon (whichever the machine has, named in
+    summary.json), and every camera's frames are accounted for. (Passed in the lab as `auto`,
+    before auto required MPS.)"""
     from holoburn.engines.backend import cuda_available
 
     if not cuda_available():
@@ -131,7 +149,8 @@ def test_on_a_gpu_auto_isolation_splits_the_run(tmp_path):
         shutil.copy(video, tmp_path / name)
         routine += ["--source", f"video:{tmp_path / name}"]
     out = tmp_path / "out"
-    result = holoburn("run", "--source", f"video:{video}@EMERGENCY", *routine, "--max-frames", "8", "--out", out)
+    result = holoburn("run", "--source", f"video:{video}@EMERGENCY", *routine, "--isolation", "process",
+                      "--max-frames", "8", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     iso = summary["isolation"]

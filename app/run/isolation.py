@@ -13,6 +13,11 @@ run-wide ids (`source.numbers`) and the options of this run, writing into `OUT/r
     OUT/routine0/results.jsonl, summary.json  the first routine process's cameras
     OUT/summary.json "processes"              each routine process: cameras, exit code, counts
 
+`auto` splits only on a GPU whose CUDA MPS daemon is running: without MPS the processes would
+time-slice the GPU, which the lab's probe of a plain design measured slower for the emergency
+camera than priority streams in one process (issue 15: p99 6.1 against 3.5 ms), so every
+camera then stays in one process, said in a warning. `process` splits anyway.
+
 A camera stays in its process: one whose frames escalate moves to that process's own emergency
 lane (highest stream priority there, within that process's share of SMs), not to the urgent
 process. A stop signal to this process is passed on to the routine processes; each writes what
@@ -29,7 +34,7 @@ from pathlib import Path
 
 from holoburn.app.run.replay import Interrupted, parse_lane_spec, run_device
 from holoburn.clinical.triage import Lane
-from holoburn.processing.isolation import routine_places, split_streams, stop_processes
+from holoburn.processing.isolation import mps_state, routine_places, split_streams, stop_processes
 
 log = logging.getLogger("holoburn")
 
@@ -48,6 +53,14 @@ def lane_processes(config: dict, specs: list[str]) -> tuple[list, list] | None:
     routine = [(n, s) for n, s in numbered if (n, s) not in urgent]
     if not urgent or not routine:
         return None
+    if mode == "auto":
+        mps = mps_state()
+        if not mps["active"]:  # processes would time-slice the GPU: worse than lanes in one process
+            log.warning("gpu.isolation auto: every camera stays in this process, because %s. Processes without "
+                        "CUDA MPS time-slice the GPU (in the GPU lab a plain design's emergency p99 was 6.1 ms so, "
+                        "3.5 ms on a priority stream in one process); with a daemon running, routine cameras get "
+                        "processes of their own (gpu.isolation: process forces them)", mps["why"])
+            return None
     counts = split_streams(len(routine), max(1, int(gpu.get("routine_processes") or 1)))
     groups, start = [], 0
     for count in counts:
