@@ -33,3 +33,5 @@ done
 if [ $started_mps = 1 ]; then echo quit | nvidia-cuda-mps-control; echo "MPS control daemon stopped"; fi
 # every run in one file: figures per run, their spread, the goals judged on the worst run
 python3 bench/saturated_summary.py "$out"/saturated_[0-9].json --out "$out/lanes_h200_saturated.json" | tail -12
+# the lab returns only a few files: each run's results, logs and worker folders go back packed (runs.tgz)
+(cd "$out" && tar czf runs.tgz saturated_* && rm -rf saturated_*)
