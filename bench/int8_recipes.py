@@ -14,6 +14,7 @@ no_skin, the training photographs), never from the hold-out's families or photog
     python3 bench/int8_recipes.py --calibration-draws 5 --candidate baseline   # 5 draws of calibration frames
     python3 bench/int8_recipes.py --sensitivity       # rank the layers by INT8 sensitivity (training-like frames)
     python3 bench/int8_recipes.py --candidate sensitive-top-2 --independent 7000001   # + 120 independent scenes
+    python3 bench/int8_recipes.py --stream-calibration --candidate mixed-256 --calibration-draws 3   # mixed-256@5000001..3
 
 Layer sensitivity (`--sensitivity`, standard mixed-precision practice): every layer quantize_int8
 quantizes is made INT8 alone (the rest float) and left alone in float (the rest INT8), and the
@@ -80,6 +81,10 @@ CANDIDATES = {
     "conv-inputs-only, nothing float": ({"quantize_conv_outputs": False}, (), "gate"),
     # an int: that many layers of the --sensitivity ranking kept in float, the rest as configured
     **{f"sensitive-top-{k}": ({}, k, "gate") for k in (1, 2, 4, 6, 8)},
+    # a larger calibration set of the training mix (+ the 6 training photographs), with the card's
+    # float layers or the top-K of the ranking
+    "mixed-256": ({"calibration_frames": 262}, None, "mixed-256"),
+    **{f"mixed-{n}, sensitive-top-{k}": ({"calibration_frames": n + 6}, k, f"mixed-{n}") for n in (128, 256) for k in (4, 6)},
 }
 #: frames the sensitivity is measured on: training families at a calibration seed (not the
 #: calibration frames themselves: those are varied-32 of seed 5_000_001), + training photographs
@@ -104,6 +109,58 @@ def calibration_set(spec: str, gate_calibration: list, size) -> list:
     shares = {"varied": count - 2 * (count * 15 // 100), "clinic": count * 15 // 100, "no_skin": count * 15 // 100}
     frames = [f for family, n in shares.items() for f, _ in iter_frames(n, seed, size, 1, family=family)]
     return frames + list(photos.load_photos(photos.TRAINING_PHOTOS).values())
+
+
+def streamed_percentile_calibration():
+    """Patch ONNX Runtime's HistogramCalibrater.collect_data (symmetric percentile only) to build the same
+    histograms without holding every calibration frame's activations in memory: ONNX Runtime keeps all of
+    them (about 100 MB a frame here: 13.5 GB peak for 134 frames, ~26 GB for 262, more than this machine
+    has). Two passes over the frames: the |x| range of each tensor, then np.histogram with that range and
+    the same bin count, summed, which is what np.histogram(all |x|, bins) computes (its edges are the
+    |x| min..max). For --stream-calibration. Checked on mixed-128 (134 frames, configured recipe):
+    quantize_int8 wrote a byte-identical INT8 model with and without it (peak RSS 0.57 GB vs 13.4 GB).
+    Returns a function that undoes the patch."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import HistogramCalibrater, HistogramCollector
+
+    original = HistogramCalibrater.collect_data
+
+    def collect_data(self, data_reader):
+        if self.method != "percentile" or not self.symmetric or self.collector:
+            return original(self, data_reader)
+        feeds = []
+        while (inputs := data_reader.get_next()):
+            feeds.append(inputs)
+        if not feeds:
+            raise ValueError("No data is collected.")
+        output_names = [node_arg.name for node_arg in self.infer_session.get_outputs()]
+        names = [n for n in output_names if n in self.tensors_to_calibrate]
+        low, high, abs_low, abs_high, dtype = {}, {}, {}, {}, {}
+        for inputs in feeds:
+            outputs = dict(zip(output_names, self.infer_session.run(None, inputs)))
+            for n in names:
+                a = outputs[n]
+                dtype[n] = a.dtype
+                values = (np.nanmin(a), np.nanmax(a), np.min(np.absolute(a)), np.max(np.absolute(a)))
+                if n not in low:
+                    low[n], high[n], abs_low[n], abs_high[n] = values
+                else:
+                    low[n], high[n] = min(low[n], values[0]), max(high[n], values[1])
+                    abs_low[n], abs_high[n] = min(abs_low[n], values[2]), max(abs_high[n], values[3])
+        hists, edges = {}, {}
+        for inputs in feeds:
+            outputs = dict(zip(output_names, self.infer_session.run(None, inputs)))
+            for n in names:
+                hist, edges[n] = np.histogram(np.absolute(outputs[n]).ravel(), bins=self.num_bins, range=(abs_low[n], abs_high[n]))
+                hists[n] = hist if n not in hists else hists[n] + hist
+        self.collector = HistogramCollector(method=self.method, symmetric=self.symmetric, num_bins=self.num_bins,
+                                            num_quantized_bins=self.num_quantized_bins, percentile=self.percentile,
+                                            scenario=self.scenario)
+        self.collector.histogram_dict = {n: (hists[n], edges[n].astype(dtype[n]), low[n], high[n]) for n in names}
+        self.clear_collected_data()
+
+    HistogramCalibrater.collect_data = collect_data
+    return lambda: setattr(HistogramCalibrater, "collect_data", original)
 
 
 def int8_infer(path: Path, threads: int, as_tensorrt: bool = True):
@@ -217,7 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scenes-only", action="store_true", help="leave the held-out photographs out (to see their share of a delta)")
     parser.add_argument("--calibration-draws", type=int, default=1,
                         help="for candidates calibrated on the gate's frames (+photos): also K-1 other draws of 32 varied frames "
-                             "(calibration seed + 1 ..), to see how much a verdict depends on the draw")
+                             "(calibration seed + 1 ..), to see how much a verdict depends on the draw; for mixed-N / varied-N "
+                             "sets: the same N frames of seeds calibration seed + 1 ..")
     parser.add_argument("--sensitivity", action="store_true",
                         help=f"only rank the layers by INT8 sensitivity on {SENSITIVITY_FRAMES} (module doc) and write the ranking")
     parser.add_argument("--independent", type=int, action="append", default=[], metavar="SEED",
@@ -226,6 +284,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ort-weight-quantization", action="store_true",
                         help="let ONNX Runtime quantize the weights of layers kept in float, as the gate did before "
                              "2026-12-01 (default: they run in float, as on TensorRT and in the gate)")
+    parser.add_argument("--stream-calibration", action="store_true",
+                        help="build the percentile histograms in two passes over the calibration frames instead of holding "
+                             "every frame's activations (streamed_percentile_calibration; needed for mixed-256 on 23 GB)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -260,6 +321,10 @@ def main(argv=None) -> int:
                             if args.ort_weight_quantization else "in float, as on TensorRT and in engines.gate (ONNX Runtime's "
                                                                  "WeightBiasQuantization off)",
     }
+
+    if args.stream_calibration:
+        streamed_percentile_calibration()
+        run["calibration_collection"] = "streamed (bench streamed_percentile_calibration: same histograms, two passes)"
 
     if args.sensitivity:
         started = time.perf_counter()
@@ -296,11 +361,17 @@ def main(argv=None) -> int:
     for name in names:
         overrides, float_layers, spec = CANDIDATES[name]
         other = [f"varied-{len(gate_calibration)}@{CALIBRATION_SEED + i}" for i in range(1, args.calibration_draws)]
-        draws = [spec] + ([spec.replace("gate", draw, 1) for draw in other] if spec.startswith("gate") else [])
+        if spec.startswith("gate"):
+            draws = [spec] + [spec.replace("gate", draw, 1) for draw in other]
+        elif spec.split("-")[0] in ("mixed", "varied") and "@" not in spec:  # "mixed-N": seed CALIBRATION_SEED, then + 1 ..
+            count = spec.split("+")[0]
+            draws = [spec] + [spec.replace(count, f"{count}@{CALIBRATION_SEED + i}", 1) for i in range(1, args.calibration_draws)]
+        else:
+            draws = [spec]
         runs += [(name, overrides, float_layers, draw) for draw in draws]
     for name, overrides, float_layers, spec in runs:
         ranked = isinstance(float_layers, int)
-        strategy = configured if name == "configured" or ranked else base.with_overrides(**overrides)
+        strategy = (configured if name == "configured" or ranked else base).with_overrides(**overrides)
         float_layers = ranking[:float_layers] if ranked else float_layers
         candidate_card = card if float_layers is None else dataclasses.replace(card, sensitive_layers=tuple(float_layers))
         frames = calibration_set(spec, gate_calibration, size)
