@@ -297,6 +297,15 @@ class LaneRuntime:
         self.batches = 0
         self.frames = 0
 
+    #: what the lane's operators call, in their order (ProcessOp fuses the first four, SinkOp calls finish)
+    STAGES = ("prepare", "infer", "postprocess", "overlay", "finish")
+
+    def run_through(self, batch: "LaneBatch") -> "LaneBatch":
+        """Every stage on `batch`, in order, outside the graph (warm-up, checks, plain loops)."""
+        for stage in self.STAGES:
+            getattr(self, stage)(batch)
+        return batch
+
     # slots: each batch in flight holds one buffer set until the sink releases it
     def take_slot(self) -> int:
         with self._slot_lock:
@@ -628,11 +637,8 @@ class GpuLaneRuntime(LaneRuntime):
             grey = self._cpx.empty_pinned((height, width, 3), np.uint8)
             grey[...] = 128
             for frames in [[grey]] * (2 * self.slots) + [[grey] * self.policy.batch_size]:
-                batch = LaneBatch(self.lane, [Frame.of("warm-up", i, 0.0, f, lane=self.lane.name)
-                                              for i, f in enumerate(frames)])
-                for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
-                    getattr(self, stage)(batch)
-                self.release(batch)
+                self.release(self.run_through(LaneBatch(self.lane, [Frame.of("warm-up", i, 0.0, f, lane=self.lane.name)
+                                                                    for i, f in enumerate(frames)])))
         self._cp.cuda.Device().synchronize()
         self.unbind()
         self.freeze()

@@ -74,9 +74,8 @@ def run_batch(runtime, images, lane="EMERGENCY"):
     from holoburn.processing.frame import Frame
     from holoburn.processing.runtime import LaneBatch
 
-    batch = LaneBatch(runtime.lane, [Frame.of("test", i, 0.0, im, lane=lane) for i, im in enumerate(images)])
-    for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
-        getattr(runtime, stage)(batch)
+    batch = runtime.run_through(LaneBatch(runtime.lane, [Frame.of("test", i, 0.0, im, lane=lane)
+                                                          for i, im in enumerate(images)]))
     runtime.release(batch)  # outputs stay readable until the lane's next batch takes the set
     return batch
 

@@ -173,8 +173,7 @@ def test_the_cpu_lane_takes_pictures_of_different_sizes_in_one_batch(tiny_card, 
         image, ts, status = read
         frames.append(Frame.of("image:1", len(frames), ts, image, status=status))
     batch = LaneBatch(Lane.ROUTINE, frames)
-    for step in ("prepare", "infer", "postprocess", "overlay", "finish"):
-        getattr(runtime, step)(batch)
+    runtime.run_through(batch)
     runtime.release(batch)
     done = [f for f in frames if f.ok]
     assert [f.index for f in done] == [0, 1, 3, 4]

@@ -347,8 +347,7 @@ def test_a_dropped_frame_leaves_its_batch_and_the_rest_is_processed(tiny_card):
     frames = [Frame.of("a", 0, 0.0, colour_frame(RED)), Frame.of("b", 0, 0.0, None, status="no_signal"),
               Frame.of("c", 0, 0.0, np.zeros((8, 8), np.uint8)), Frame.of("d", 0, 0.0, colour_frame(GREEN))]
     batch = LaneBatch(Lane.ROUTINE, frames)
-    for step in ("prepare", "infer", "postprocess", "overlay", "finish"):
-        getattr(runtime, step)(batch)
+    runtime.run_through(batch)
     runtime.release(batch)
     assert [f.status for f in frames] == ["ok", "no_signal", "not_rgb", "ok"]
     assert frames[0].findings["triage"]["level"] == "refer"  # red: full thickness

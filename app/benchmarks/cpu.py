@@ -86,9 +86,7 @@ def peer_loop(frames, fps, backend, card, config, out_dir: Path) -> tuple[float,
     with open(out_dir / "peer.jsonl", "w") as results:
         for index, image in enumerate(frames):
             entered = time.monotonic_ns()
-            batch = LaneBatch(runtime.lane, [Frame.of("peer", index, index / fps, image)])
-            for stage in (runtime.prepare, runtime.infer, runtime.postprocess, runtime.overlay, runtime.finish):
-                stage(batch)
+            batch = runtime.run_through(LaneBatch(runtime.lane, [Frame.of("peer", index, index / fps, image)]))
             frame = batch.frames[0]
             video.write(cv2.cvtColor(frame.overlay, cv2.COLOR_RGB2BGR))
             results.write(json.dumps(result_record(frame, (time.monotonic_ns() - entered) / 1e6, backend.describe())) + "\n")

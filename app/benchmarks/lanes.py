@@ -156,10 +156,8 @@ def run_direct(runtime, frames, lane: Lane = Lane.EMERGENCY):
     from holoburn.processing.frame import Frame
     from holoburn.processing.runtime import LaneBatch
 
-    batch = LaneBatch(runtime.lane, [Frame.of("check", i, 0.0, f, lane=lane.name) for i, f in enumerate(frames)])
-    for stage in ("prepare", "infer", "postprocess", "overlay", "finish"):
-        getattr(runtime, stage)(batch)
-    return batch
+    return runtime.run_through(LaneBatch(runtime.lane, [Frame.of("check", i, 0.0, f, lane=lane.name)
+                                                        for i, f in enumerate(frames)]))
 
 
 def lane_latency(trips, lane: str, t0_ns: int, t1_ns: int) -> dict:
