@@ -523,12 +523,11 @@ def main(argv=None):
         (out_dir / results_name).write_text(json.dumps(result, indent=2, default=str) + "\n")
         return 0
 
-    def isolated_step(processes, name):
+    def isolated_step(processes, name, variant):
         """The emergency camera alone in this process, the routine cameras in worker processes
         (holoburn.app.benchmarks.isolation) placed as `processes` says, all cameras playing at once."""
         from holoburn.app.benchmarks.isolation import RoutineWorkers
 
-        variant = name.split("@")[0][len("isolated"):]
         base = ["--device", args.device, "--frame", args.frame, "--input-size", str(card.input_size), "--precision",
                 args.precision, "--routine-fps", str(routine_fps), "--seconds", str(seconds + 3),
                 "--warm", str(2 * warm), "--steps", "lanes"]  # 3 s more: the emergency graph's start-up
@@ -548,7 +547,7 @@ def main(argv=None):
         out["worker_allocations_after_warmup"] = [r.get("allocations_after_warmup") for r in reports]
         out["workers"] = workers.describe()
         out["mps"] = workers.mps
-        out["processes"] = processes.label
+        out["processes"], out["variant"] = processes.label, variant
         print(f"   {name}: routine fps over {len(reports)} workers {out['routine_fps']}", flush=True)
         return out
 
@@ -562,7 +561,7 @@ def main(argv=None):
         for processes in routine_sets:  # one set: isolated<variant>; several: isolated<variant>@<set>
             name = f"isolated{v}" + (f"@{processes.label}" if len(routine_sets) > 1 else "")
             steps |= {name} if "isolated" in steps else set()
-            result[name] = step(name, lambda: isolated_step(processes, name))
+            result[name] = step(name, lambda: isolated_step(processes, name, v))
     result["single"] = step("single", lambda: lanes_step("single_lane", loaded(), "single lane"))
 
     def peer_step():
@@ -665,7 +664,7 @@ def headline(result, gpu) -> None:
     result["routine_fps"] = get(("lanes", "routine_fps"))
     for name in [k for k in result if k.startswith("isolated") and isinstance(result[k], dict)]:
         p99 = get((name, "emergency_latency_ms", "p99"))
-        idle = get(("idle" + name.split("@")[0][len("isolated"):], "emergency_latency_ms", "p99"))  # same variant
+        idle = get(("idle" + result[name]["variant"], "emergency_latency_ms", "p99"))  # same variant
         result[f"emergency_p99_ms_{name}"] = p99
         result[f"emergency_p99_{name}_over_idle"] = round(p99 / idle, 2) if p99 and idle else None
         result[f"routine_fps_{name}"] = get((name, "routine_fps"))
