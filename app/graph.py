@@ -156,7 +156,7 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
                    triage: TriagePolicy = TriagePolicy(), sources: list[SourceSpec] = (),
                    frame_sizes=((1080, 1920),), alpha: float = 0.45, extra_slots: int | dict = 0,
                    render: bool = True, keep_logits: bool = False, limits: AssessLimits = AssessLimits(),
-                   cuda_graph_lanes=()) -> tuple[dict, dict]:
+                   cuda_graph_lanes: set[Lane] | frozenset = frozenset()) -> tuple[dict, dict]:
     """One runtime per lane. GPU: stream priority from the device's own range, the lane's memory
     and every buffer made now, the backend's CUDA graph captured now, then each lane warmed up
     (GpuLaneRuntime.warm_up; lanes in `cuda_graph_lanes` capture their per-frame graphs there).
@@ -175,10 +175,15 @@ def build_runtimes(lanes: list[Lane], policies: dict[Lane, LanePolicy], *, devic
         if device.startswith("cuda"):
             priorities[lane] = stream_priority(policy.stream_priority, least, greatest)
             runtimes[lane] = GpuLaneRuntime(policy, frame_sizes=frame_sizes, stream_priority=priorities[lane], **common)
-            runtimes[lane].warm_up(chain_graph=lane in {Lane.parse(l) for l in cuda_graph_lanes})
+            runtimes[lane].warm_up(chain_graph=lane in cuda_graph_lanes)
         else:
             runtimes[lane] = CpuLaneRuntime(policy, render=render, **common)
     return runtimes, priorities
+
+
+def graph_lanes(config: dict) -> set[Lane]:
+    """The lanes whose per-frame device work is one CUDA graph (gpu.cuda_graph_lanes)."""
+    return {Lane.parse(l) for l in ((config.get("gpu") or {}).get("cuda_graph_lanes") or [])}
 
 
 def assess_limits(config: dict, card) -> AssessLimits:
@@ -322,7 +327,7 @@ def compose_analysis(app: BurnApp, fragment):
     gpu = plan.device.startswith("cuda")
     pools = stream_pools(app, fragment) if gpu else {}
     fused = {Lane.parse(l) for l in ((plan.config.get("gpu") or {}).get("fuse_stages") or [])}
-    graphed = {Lane.parse(l) for l in ((plan.config.get("gpu") or {}).get("cuda_graph_lanes") or [])}
+    graphed = graph_lanes(plan.config)
     for chain in app.chains:  # one frame's device work as one CUDA graph (processing.runtime)
         for lane, runtime in chain.runtimes.items():
             if hasattr(runtime, "chain_graph"):

@@ -50,6 +50,7 @@ from holoburn.app.graph import (
     SourceSpec,
     buffer_slack,
     build_runtimes,
+    graph_lanes,
     lane_policies,
     lanes_in_use,
     lanes_summary,
@@ -423,8 +424,7 @@ def main(argv=None):
     for v in args.variants.split(","):
         if v not in variants:
             raise SystemExit(f"unknown variant {v!r}; known: {', '.join(repr(k) for k in variants)}")
-    graphed = sorted({l for v in args.variants.split(",") for l in variants[v].get("gpu", {}).get("cuda_graph_lanes", [])}
-                     | set(cfg["gpu"].get("cuda_graph_lanes") or []))
+    graphed = set().union(graph_lanes(cfg), *(graph_lanes(variants[v]) for v in args.variants.split(",")))
     # one set of runtimes for every step: buffers and CUDA graphs made once, at start-up
     all_sources = sources_for(args, feed_frames, emergency_fps, routine, routine_fps, seconds, emergency=not worker)
     router = LaneRouter({s.source_id: s.lane for s in all_sources}, escalate=triage_cfg["escalate"],

@@ -23,6 +23,7 @@ from holoburn.app.graph import (
     assess_limits,
     buffer_slack,
     build_runtimes,
+    graph_lanes,
     lane_policies,
     lanes_in_use,
     run_graph,
@@ -162,7 +163,7 @@ def plan_replay(config: dict, specs: list[str], out_dir: Path, *, observers=(), 
         runtimes, priorities = build_runtimes(
             lanes, policies, device=device, card=card, sources=sources, frame_sizes=sizes,
             extra_slots=buffer_slack("chain" if single else "lanes", device), keep_logits=keep_logits,
-            limits=assess_limits(config, card), cuda_graph_lanes=(config.get("gpu") or {}).get("cuda_graph_lanes") or (),
+            limits=assess_limits(config, card), cuda_graph_lanes=graph_lanes(config),
             triage=TriagePolicy(tri["partial_tbsa_threshold_pct"], tri["min_share_of_skin"]),
             alpha=config["overlay"]["alpha"], open_backend_for=lambda lane: open_backend_for(card, inference, device))
         backend = next(iter(runtimes.values())).backend
