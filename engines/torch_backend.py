@@ -1,10 +1,12 @@
 """PyTorch: the GPU fallback where TensorRT is absent (and a CPU check of the same weights).
 
 Loads the card's state dict (`torch_state_dict:` in the card, else `<onnx stem>.pt` beside it)
-into BurnUNet (engines/unet.py), in eval mode. Precisions: fp32, and fp16 as `.half()` weights
-with the card's sensitive layers kept in float32 (their ONNX node names, e.g.
+into BurnUNet (engines/unet.py), in eval mode, BatchNorm folded into the convolutions
+(`load_burn_unet`; the peer of `bench --peer` loads it the same way). Precisions: fp32, and fp16
+as `.half()` weights with the card's sensitive layers kept in float32 (their ONNX node names, e.g.
 "/enc1/enc1.0/Conv", name the module "enc1.0"); int8 is not offered here (use tensorrt or
-onnxruntime). Graph inputs and outputs stay float32 either way.
+onnxruntime). Graph inputs and outputs stay float32 either way. fp16 CUDA graphs hold the
+weights in channels_last (NHWC); cuDNN times its algorithms before each capture.
 
 Modes on CUDA: "eager", or "graph" (default): one CUDA graph per input shape, captured on the
 first batch of that shape (or at `reserve()`), then replayed: the shapes a lane sees are static.
@@ -47,6 +49,54 @@ def module_names_for(onnx_nodes, modules) -> list[str]:
     return found
 
 
+def first_convolution(model):
+    from torch import nn
+
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def load_burn_unet(card: ModelCard, device: str = "cpu", precision: str = "fp32", *, channels_last: bool = False):
+    """The card's BurnUNet with its state dict, ready to infer: eval mode on `device`, no gradients,
+    BatchNorm folded into the convolutions (engines.unet.fold_batch_norm: a third fewer kernels,
+    same function). precision "fp16": half weights, with the card's sensitive layers kept float32;
+    such a layer reads float32, and gives half back unless it is the network's last (the logits
+    then stay float32: no cast there and back). The first convolution's dtype is the one the input
+    should have. channels_last: weights in NHWC. The backend and the peer (bench --peer) both load
+    the model here, so they run the same network."""
+    import torch
+
+    from holoburn.engines.unet import WIDTHS, build_model, fold_batch_norm
+
+    if precision not in ("fp16", "fp32"):
+        raise BackendUnavailable(f"the torch backend runs fp32 or fp16, not {precision!r}"
+                                 + ("; use --backend tensorrt or onnxruntime for int8" if precision == "int8" else ""))
+    arch = card.raw.get("architecture") or {}
+    if arch.get("name", "BurnUNet") != "BurnUNet":
+        raise ModelCardError(f"card {card.path}: the torch backend builds only BurnUNet, not {arch.get('name')!r}")
+    weights = state_dict_path(card)
+    if not weights.is_file():
+        raise BackendUnavailable(f"no PyTorch weights for {card.model_id}: {weights} does not exist "
+                                 "(name it in the card as torch_state_dict)")
+    model = build_model(card.num_classes, tuple(arch.get("widths") or WIDTHS))
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ModelCardError(f"{weights} does not fit the BurnUNet the card {card.path} describes: {exc}") from None
+    model = fold_batch_norm(model.eval()).to(torch.device(device))
+    if precision == "fp16":
+        model = model.half()
+        modules = dict(model.named_modules())
+        last = list(modules)[-1]
+        for name in module_names_for(card.sensitive_layers, modules):
+            module = modules[name].float()
+            module.register_forward_pre_hook(lambda _m, args: tuple(a.float() if torch.is_tensor(a) else a for a in args))
+            if name != last:
+                module.register_forward_hook(lambda _m, _args, out: out.half())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.requires_grad_(False)
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -55,39 +105,21 @@ class TorchBackend(Backend):
             import torch
         except ImportError as exc:
             raise BackendUnavailable(f"PyTorch is not installed ({exc}); pip install 'holoburn[train]'") from None
-        from holoburn.engines.unet import build_model
-
-        if precision == "int8":
-            raise BackendUnavailable("the torch backend has no int8; use --backend tensorrt or onnxruntime for int8")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable(f"this PyTorch ({torch.__version__}) sees no CUDA device")
         if mode not in ("eager", "graph"):
             raise BadConfig(f"torch backend mode must be eager or graph, got {mode!r}")
-        arch = card.raw.get("architecture") or {}
-        if arch.get("name", "BurnUNet") != "BurnUNet":
-            raise ModelCardError(f"card {card.path}: the torch backend builds only BurnUNet, not {arch.get('name')!r}")
-        weights = state_dict_path(card)
-        if not weights.is_file():
-            raise BackendUnavailable(f"no PyTorch weights for {card.model_id}: {weights} does not exist (name it in the card as torch_state_dict)")
         self._torch = torch
         self.precision, self.device = precision, device
         self.version = str(torch.__version__)
         self.mode = mode if device.startswith("cuda") else "eager"
         self._device = torch.device(device)
-        model = build_model(card.num_classes, tuple(arch.get("widths") or (16, 32, 64, 128)))
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise ModelCardError(f"{weights} does not fit the BurnUNet the card {card.path} describes: {exc}") from None
-        model = model.eval().to(self._device)
-        self._dtype = torch.float32
-        if precision == "fp16":
-            model = model.half()
-            self._dtype = torch.float16
-            modules = dict(model.named_modules())
-            for name in module_names_for(card.sensitive_layers, modules):
-                self._keep_fp32(modules[name])
+        # fp16 CUDA graphs in channels_last (NHWC): the layout tensor-core convolutions read; the
+        # peer's start-up timing of both layouts on the H200 (bench --peer) found it the faster one
+        channels_last = self.mode == "graph" and precision == "fp16"
+        self.memory_format = "channels_last" if channels_last else "channels_first"
+        model = load_burn_unet(card, device, precision, channels_last=channels_last)
+        self._input_dtype = first_convolution(model).weight.dtype
         self.model = model
         self.inputs = (TensorInfo(card.input_name, ("N", 3, "H", "W"), "float32"),)
         self.outputs = (TensorInfo(card.output_name, ("N", card.num_classes, "H", "W"), "float32"),)
@@ -96,12 +128,6 @@ class TorchBackend(Backend):
         self._stream = None
         if self._device.type == "cuda":
             self._stream = self._as_stream(stream) if stream is not None else torch.cuda.Stream(self._device)
-
-    def _keep_fp32(self, module) -> None:
-        torch = self._torch
-        module.float()
-        module.register_forward_pre_hook(lambda _m, args: tuple(a.float() if torch.is_tensor(a) else a for a in args))
-        module.register_forward_hook(lambda _m, _args, out: out.half())
 
     def _as_stream(self, stream):
         torch = self._torch
@@ -112,8 +138,26 @@ class TorchBackend(Backend):
             raise ValueError("pass the lane's CUDA stream (CuPy/torch stream or handle), not the default stream")
         return torch.cuda.ExternalStream(handle, device=self._device)
 
+    def _cudnn_timing(self):
+        """cuDNN times its algorithms for each new shape while this is open (the runs before a
+        capture): the graph keeps the fastest. Restored after, so eager work elsewhere is unchanged."""
+        import contextlib
+
+        torch = self._torch
+
+        @contextlib.contextmanager
+        def timing():
+            saved = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                yield
+            finally:
+                torch.backends.cudnn.benchmark = saved
+
+        return timing()
+
     def _forward(self, x):
-        out = self.model(x if x.dtype == self._dtype else x.to(self._dtype))
+        out = self.model(x if x.dtype == self._input_dtype else x.to(self._input_dtype))
         return out if out.dtype == self._torch.float32 else out.float()
 
     def _graph_for(self, shape: tuple, stream):
@@ -122,13 +166,14 @@ class TorchBackend(Backend):
             static_in = torch.zeros(shape, dtype=torch.float32, device=self._device)
             side = torch.cuda.Stream(self._device)
             side.wait_stream(stream)
-            with torch.cuda.stream(side), torch.inference_mode():
-                for _ in range(3):  # warm-up: cuDNN picks its algorithms before the capture
-                    self._forward(static_in)
-            stream.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph, stream=side):
-                static_out = self._forward(static_in)
+            with self._cudnn_timing():
+                with torch.cuda.stream(side), torch.inference_mode():
+                    for _ in range(3):  # warm-up: cuDNN times and picks its algorithms before the capture
+                        self._forward(static_in)
+                stream.wait_stream(side)
+                with torch.inference_mode(), torch.cuda.graph(graph, stream=side):
+                    static_out = self._forward(static_in)
             stream.wait_stream(side)
             self._graphs[shape] = (graph, static_in, static_out)
         return self._graphs[shape]
@@ -167,7 +212,7 @@ class TorchBackend(Backend):
         allocator = cupy.cuda.using_allocator(malloc) if malloc else contextlib.nullcontext()
         graph = torch.cuda.CUDAGraph()
         side.wait_stream(lane)
-        with torch.inference_mode(), allocator:
+        with torch.inference_mode(), allocator, self._cudnn_timing():
             with torch.cuda.stream(side), side_cupy:
                 work(forward)
             with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"), side_cupy:

@@ -63,3 +63,20 @@ def build_model(num_classes: int = NUM_CLASSES, widths=WIDTHS):
             return self.classifier(d1)
 
     return BurnUNet()
+
+
+def fold_batch_norm(model):
+    """Every Conv2d followed by a BatchNorm2d in a Sequential becomes one Conv2d with a bias (the
+    normalisation's eval-mode affine map folded into its weights), the BatchNorm an Identity: the
+    same function with one kernel fewer per convolution. For inference only (eval mode); in place,
+    returns the model."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for block in model.modules():
+        if isinstance(block, nn.Sequential):
+            for i in range(len(block) - 1):
+                if isinstance(block[i], nn.Conv2d) and isinstance(block[i + 1], nn.BatchNorm2d):
+                    block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
+                    block[i + 1] = nn.Identity()
+    return model

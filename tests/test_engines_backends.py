@@ -130,6 +130,30 @@ def test_torch_backend_fp16_keeps_sensitive_layers(exported_unet):
     assert got.dtype == np.float32 and (got.argmax(1) == ref.argmax(1)).mean() > 0.98
 
 
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")
+def test_batch_norm_folded_into_convolutions_computes_the_same_network():
+    import torch
+
+    from holoburn.engines.unet import build_model, fold_batch_norm
+
+    torch.manual_seed(0)
+    model = build_model(6, (8, 16, 16, 32)).eval()
+    for module in model.modules():  # trained-looking statistics, not the identity a fresh BatchNorm is
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        before = model(x)
+        after = fold_batch_norm(model)(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and m.bias is not None
+               for m in model.modules()) == 17  # every 3x3 convolution took its BatchNorm
+    assert torch.allclose(before, after, atol=1e-4)
+
+
 @pytest.mark.gpu
 def test_torch_backend_on_cuda_eager_graph_and_onnxruntime_agree(exported_unet):
     torch = pytest.importorskip("torch")
@@ -147,6 +171,11 @@ def test_torch_backend_on_cuda_eager_graph_and_onnxruntime_agree(exported_unet):
         assert (first.argmax(1) == ref).mean() >= 0.995
         on_device = backend.infer(torch.from_numpy(x).cuda())
         assert on_device.is_cuda and on_device.dtype == torch.float32
+    half = open_backend(card, "torch", "fp16", device="cuda")  # graph mode: NHWC weights, BatchNorm folded
+    assert half.memory_format == "channels_last"
+    half.reserve(1, 128, 128)
+    got = half.infer(x)
+    assert got.dtype == np.float32 and (got.argmax(1) == ref).mean() >= 0.98
 
 
 def test_engine_errors_are_declared_types():

@@ -14,7 +14,8 @@ import yaml
 torch = pytest.importorskip("torch", reason="the peer is plain PyTorch (pip install 'holoburn[train]')")
 
 from holoburn.app.benchmarks.lanes import synthetic_frames  # noqa: E402
-from holoburn.app.benchmarks.peer import CameraChain, load_peer_model, run_peer  # noqa: E402
+from holoburn.app.benchmarks.peer import CameraChain, run_peer  # noqa: E402
+from holoburn.engines.torch_backend import load_burn_unet  # noqa: E402
 from holoburn.clinical.overlay import tint  # noqa: E402
 from holoburn.engines.card import load_card  # noqa: E402
 from holoburn.engines.torch_backend import TorchBackend  # noqa: E402
@@ -51,7 +52,7 @@ def check_outputs(frame, mask, overlay, counts, classes):
 
 def test_peer_chain_gives_holoburns_input_mask_counts_and_overlay(random_card, frames):
     card = load_card(random_card)
-    chain = CameraChain(load_peer_model(card, "cpu", "fp32"), card, HEIGHT, WIDTH, device="cpu")
+    chain = CameraChain(load_burn_unet(card, "cpu", "fp32"), card, HEIGHT, WIDTH, device="cpu")
     reference_model = TorchBackend(card, "fp32", "cpu")
     for frame in frames:
         mask, overlay, counts = one_frame(chain, frame)
@@ -74,13 +75,13 @@ def test_peer_fp16_keeps_the_cards_sensitive_layers_in_float32(random_card, fram
         (tmp_path / name).write_bytes((random_card.parent / name).read_bytes())
     (tmp_path / random_card.name).write_text(yaml.safe_dump(raw))
     card = load_card(tmp_path / random_card.name)
-    model = load_peer_model(card, "cpu", "fp16", channels_last=True)
+    model = load_burn_unet(card, "cpu", "fp16", channels_last=True)
     assert model.enc1[0].weight.dtype == torch.float32 and model.classifier.weight.dtype == torch.float32
     assert model.enc2[0].weight.dtype == torch.float16 and isinstance(model.enc2[1], torch.nn.Identity)  # BN folded
     chain = CameraChain(model, card, HEIGHT, WIDTH, device="cpu", channels_last=True)
     assert chain.model_input.dtype == torch.float32  # the first layer's dtype: no cast before it
     assert chain.model_input.is_contiguous(memory_format=torch.channels_last)
-    full = CameraChain(load_peer_model(card, "cpu", "fp32"), card, HEIGHT, WIDTH, device="cpu")
+    full = CameraChain(load_burn_unet(card, "cpu", "fp32"), card, HEIGHT, WIDTH, device="cpu")
     mask, overlay, counts = one_frame(chain, frames[0])
     check_outputs(frames[0], mask, overlay, counts, card.num_classes)
     assert (one_frame(full, frames[0])[0] == mask).mean() >= 0.98
@@ -152,14 +153,14 @@ def test_one_peer_camera_chain_on_cuda_gives_holoburns_outputs(random_card, tmp_
     frames = synthetic_frames(1920, 1080, 3)
     # the chain on the device: the same outputs as holoburn's references, as on the CPU
     stream = torch.cuda.Stream()
-    chain = CameraChain(load_peer_model(card, "cuda", "fp16"), card, 1080, 1920, device="cuda", stream=stream)
+    chain = CameraChain(load_burn_unet(card, "cuda", "fp16"), card, 1080, 1920, device="cuda", stream=stream)
     chain.capture()
     host = torch.from_numpy(pinned_copies(frames[:1])[0])
     with torch.cuda.stream(stream), torch.inference_mode():
         chain.run(host)
     check_outputs(frames[0], chain.mask.cpu().numpy(), chain.overlay.cpu().numpy(), chain.counts_host.numpy(),
                   card.num_classes)
-    cpu_chain = CameraChain(load_peer_model(card, "cpu", "fp32"), card, 1080, 1920, device="cpu")
+    cpu_chain = CameraChain(load_burn_unet(card, "cpu", "fp32"), card, 1080, 1920, device="cpu")
     assert (one_frame(cpu_chain, frames[0])[0] == chain.mask.cpu().numpy()).mean() >= 0.98
 
 

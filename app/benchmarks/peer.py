@@ -50,52 +50,12 @@ import numpy as np
 
 from holoburn.clinical.depth import CLASS_COLOURS_RGB, TINTED
 from holoburn.clinical.metrics import percentiles
+from holoburn.engines.torch_backend import load_burn_unet
 from holoburn.processing.preprocess import letterbox_geometry, nearest_indices
 
 GIL_SWITCH_INTERVAL_S = 0.0005  # the value holoburn's GPU lanes run with (lanes bench: gil_switch_interval_ms 0.5)
 ROUTINE_NICE = 5  # routine camera threads yield host cores to the emergency thread
 EMERGENCY_NICE = -5  # needs root (CAP_SYS_NICE); left as it is where refused
-
-
-# ----------------------------------------------------------------------------- the model
-
-
-def load_peer_model(card, device: str, precision: str = "fp16", channels_last: bool = False):
-    """BurnUNet with the card's state dict (as engines/torch_backend.py loads it), in eval mode on
-    `device`, BatchNorm folded into the convolutions, in `precision` ("fp16" or "fp32"). In fp16 the
-    card's sensitive layers stay float32, as holoburn's torch backend keeps them, but the classifier's
-    logits are not cast back to half (argmax reads them directly)."""
-    import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from holoburn.engines.torch_backend import module_names_for, state_dict_path
-    from holoburn.engines.unet import WIDTHS, build_model
-
-    if precision not in ("fp16", "fp32"):
-        raise ValueError(f"the peer runs fp16 or fp32, not {precision!r}")
-    arch = card.raw.get("architecture") or {}
-    model = build_model(card.num_classes, tuple(arch.get("widths") or WIDTHS))
-    model.load_state_dict(torch.load(state_dict_path(card), map_location="cpu", weights_only=True), strict=True)
-    model.eval()
-    for block in model.modules():  # conv + BatchNorm -> one conv with a bias: a third fewer kernels
-        if isinstance(block, torch.nn.Sequential):
-            for i in range(len(block) - 1):
-                if isinstance(block[i], torch.nn.Conv2d) and isinstance(block[i + 1], torch.nn.BatchNorm2d):
-                    block[i] = fuse_conv_bn_eval(block[i], block[i + 1])
-                    block[i + 1] = torch.nn.Identity()
-    model = model.to(torch.device(device))
-    if precision == "fp16":
-        model = model.half()
-        modules = dict(model.named_modules())
-        last = list(modules)[-1]
-        for name in module_names_for(card.sensitive_layers, modules):
-            module = modules[name].float()
-            module.register_forward_pre_hook(lambda _m, args: tuple(a.float() for a in args))
-            if name != last:
-                module.register_forward_hook(lambda _m, _args, out: out.half())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.requires_grad_(False)
 
 
 # ----------------------------------------------------------------------------- one camera's chain
@@ -299,9 +259,10 @@ def run_peer(frames, card, *, emergency_fps, routine_streams, routine_fps, secon
     tuning = [
         "one thread per camera, batch 1; each thread paces itself by the monotonic clock"
         + ("; it waits on its own CUDA event (cudaEventSynchronize spins without the GIL: no wake-up delay)" if cuda else ""),
-        "BatchNorm folded into the convolutions (torch.nn.utils.fusion.fuse_conv_bn_eval): fewer kernels, same function",
-        f"{precision} weights; the card's sensitive layers ({', '.join(card.sensitive_layers) or 'none'}) in float32 as "
-        "holoburn's torch backend keeps them; the first layer's input written in its dtype, logits read by argmax uncast",
+        "the model as holoburn's torch backend loads it (engines.torch_backend.load_burn_unet): BatchNorm folded into "
+        f"the convolutions, {precision} weights with the card's sensitive layers "
+        f"({', '.join(card.sensitive_layers) or 'none'}) in float32; the first layer's input written in its dtype, "
+        "logits read by argmax uncast",
         "letterbox, normalisation, argmax, nearest restore, class counts and the tint overlay in torch on the device, "
         "into static buffers; class counts by a one-hot sum (torch.bincount syncs with the host and breaks graph capture)",
     ]
@@ -326,7 +287,7 @@ def run_peer(frames, card, *, emergency_fps, routine_streams, routine_fps, secon
             channels_last = layout == "channels_last"
         else:
             channels_last = False
-        model = load_peer_model(card, device, precision, channels_last=channels_last)
+        model = load_burn_unet(card, device, precision, channels_last=channels_last)
         pictures = []
         for frame in frames:
             host = torch.from_numpy(np.ascontiguousarray(frame))
@@ -415,7 +376,7 @@ def pick_layout(card, device, precision, height, width, alpha, stream) -> tuple[
 
     timings = {}
     for layout in ("channels_first", "channels_last"):
-        model = load_peer_model(card, device, precision, channels_last=layout == "channels_last")
+        model = load_burn_unet(card, device, precision, channels_last=layout == "channels_last")
         chain = CameraChain(model, card, height, width, device=device, channels_last=layout == "channels_last",
                             alpha=alpha, stream=stream)
         chain.capture()
