@@ -100,7 +100,8 @@ def load_burn_unet(card: ModelCard, device: str = "cpu", precision: str = "fp32"
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, card: ModelCard, precision: str = "fp32", device: str = "cpu", mode: str = "graph", stream=None):
+    def __init__(self, card: ModelCard, precision: str = "fp32", device: str = "cpu", mode: str = "graph", stream=None,
+                 memory_format: str | None = None):
         try:
             import torch
         except ImportError as exc:
@@ -109,16 +110,18 @@ class TorchBackend(Backend):
             raise BackendUnavailable(f"this PyTorch ({torch.__version__}) sees no CUDA device")
         if mode not in ("eager", "graph"):
             raise BadConfig(f"torch backend mode must be eager or graph, got {mode!r}")
+        if memory_format not in (None, "channels_first", "channels_last"):
+            raise BadConfig(f"torch backend memory_format must be channels_first or channels_last, got {memory_format!r}")
         self._torch = torch
         self.precision, self.device = precision, device
         self.version = str(torch.__version__)
         self.mode = mode if device.startswith("cuda") else "eager"
         self._device = torch.device(device)
-        # fp16 CUDA graphs in channels_last (NHWC): the layout tensor-core convolutions read; the
-        # peer's start-up timing of both layouts on the H200 (bench --peer) found it the faster one
-        channels_last = self.mode == "graph" and precision == "fp16"
-        self.memory_format = "channels_last" if channels_last else "channels_first"
-        model = load_burn_unet(card, device, precision, channels_last=channels_last)
+        # by default fp16 CUDA graphs in channels_last (NHWC): the layout tensor-core convolutions
+        # read; the peer's start-up timing of both layouts on the H200 (bench --peer) found it faster
+        self.memory_format = memory_format or (
+            "channels_last" if self.mode == "graph" and precision == "fp16" else "channels_first")
+        model = load_burn_unet(card, device, precision, channels_last=self.memory_format == "channels_last")
         self._input_dtype = first_convolution(model).weight.dtype
         self.model = model
         self.inputs = (TensorInfo(card.input_name, ("N", 3, "H", "W"), "float32"),)
@@ -158,7 +161,8 @@ class TorchBackend(Backend):
 
     def _forward(self, x):
         out = self.model(x if x.dtype == self._input_dtype else x.to(self._input_dtype))
-        return out if out.dtype == self._torch.float32 else out.float()
+        # NCHW float32 logits whatever the layout inside (channels_last gives NHWC strides back)
+        return out.float().contiguous()
 
     def _graph_for(self, shape: tuple, stream):
         torch = self._torch
@@ -205,7 +209,7 @@ class TorchBackend(Backend):
             key = (x.data.ptr, x.shape, x.dtype.str)
             if key not in views:  # made in the uncaptured run: no DLPack stream hand-shake in the capture
                 views[key] = torch.from_dlpack(x)
-            out = self._forward(views[key]).contiguous()
+            out = self._forward(views[key])
             memory = cupy.cuda.UnownedMemory(out.data_ptr(), out.numel() * out.element_size(), out)
             return cupy.ndarray(tuple(out.shape), cupy.float32, cupy.cuda.MemoryPointer(memory, 0))
 
@@ -267,5 +271,6 @@ class TorchBackend(Backend):
         self._chains.clear()
 
 
-def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "torch", *, mode: str = "graph", stream=None, **_):
-    return TorchBackend(card, precision, device, mode=mode, stream=stream)
+def open(card: ModelCard, precision: str = "fp32", device: str = "cpu", flavour: str = "torch", *, mode: str = "graph",
+         stream=None, memory_format: str | None = None, **_):
+    return TorchBackend(card, precision, device, mode=mode, stream=stream, memory_format=memory_format)

@@ -128,6 +128,10 @@ def test_torch_backend_fp16_keeps_sensitive_layers(exported_unet):
     ref = open_backend(card, "torch", "fp32", device="cpu").infer(x)
     got = fp16.infer(x)
     assert got.dtype == np.float32 and (got.argmax(1) == ref.argmax(1)).mean() > 0.98
+    nhwc = open_backend(card, "torch", "fp16", device="cpu", memory_format="channels_last")
+    assert nhwc.model.enc2[0].weight.is_contiguous(memory_format=torch.channels_last)
+    logits = nhwc.infer(x)  # the lanes read the logits as NCHW float32
+    assert logits.dtype == np.float32 and logits.flags.c_contiguous and np.allclose(logits, got, atol=1e-2)
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch not installed")

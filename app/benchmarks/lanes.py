@@ -304,7 +304,7 @@ def main(argv=None):
     p.add_argument("--steps", default="checks,chain,idle,lanes,single,pressure,holoviz")
     p.add_argument("--variants", default="", help="comma list of config variants for chain/idle/lanes, side by "
                    "side in one run: '' (configs/holoburn.yaml as it is), _unfused, _fused, _fused_all, _fused_gil01, "
-                   "_nofreeze, _green, _noassess, _noregions, _graph, _graph_green")
+                   "_nofreeze, _green, _noassess, _noregions, _graph, _stages, _graph_green")
     p.add_argument("--lanes-config", default=None)
     p.add_argument("--routine-processes", default="2x60low",
                    help="isolated step: comma list of routine process sets, each WORKERSxSM_PERCENT (the workers' "
@@ -414,6 +414,8 @@ def main(argv=None):
                 "_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "emergency_green_context_sms": 16}},
                 # the emergency lane's device work for a frame as one CUDA graph replay
                 "_graph": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": ["EMERGENCY"]}},
+                # the emergency lane's device work stage by stage (the default before it was one graph)
+                "_stages": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": []}},
                 "_graph_green": {"gpu": {"fuse_stages": ["EMERGENCY"], "cuda_graph_lanes": ["EMERGENCY"],
                                          "emergency_green_context_sms": 16}},
                 # what the assessability checks cost: the picture checks and the out-of-domain kernel off
