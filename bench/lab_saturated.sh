@@ -2,11 +2,11 @@
 # GPU lab, one call (issue 15): the GPU tests first; then the saturated lanes benchmark, RUNS times
 # (default 3), each run side by side: emergency idle; the emergency lane beside 8 routine 1080p
 # cameras at 240 fps in one process (lanes); the same with the routine cameras in worker processes
-# under CUDA MPS (isolated); the plain peer (peer); each with and without the emergency chain as
-# one CUDA graph (_graph). Results under $OUT (saturated_<run>.json, logs; lanes_h200_saturated.json
+# under CUDA MPS (isolated); the plain peer (peer); each step in the config variants named
+# (VARIANTS, app/benchmarks/lanes.py). Results under $OUT (saturated_<run>.json, logs; lanes_h200_saturated.json
 # with every run, bench/saturated_summary.py).
 # Run from the repo root on the lab machine after the recipe in ../shared/GPU-LAB.md.
-# Env: RUNS ("1 2 3"), VARIANTS (",_graph"), STEPS (idle,lanes,isolated,peer), SECONDS_PER_STEP (4),
+# Env: RUNS ("1 2 3"), VARIANTS ("": the default config; e.g. ",_stages"), STEPS (idle,lanes,isolated,peer), SECONDS_PER_STEP (4),
 # WARM (1.5), PROCESSES (2x60low: routine process sets, see --routine-processes), MPS (1: start the MPS control daemon for the runs),
 # EXTRA_ARGS (more options of holoburn bench --lanes, e.g. "--routine-batch 4").
 set -uo pipefail
@@ -23,7 +23,7 @@ if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
 fi
 for run in ${RUNS:-1 2 3}; do
   (cd /tmp && timeout "${RUN_TIMEOUT:-170}" python3 -m holoburn.app bench --lanes --device cuda \
-     --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-,_graph}" \
+     --steps "${STEPS:-idle,lanes,isolated,peer}" --variants "${VARIANTS:-}" \
      --routine-streams 8 --routine-fps 240 --seconds "${SECONDS_PER_STEP:-4}" --warm "${WARM:-1.5}" \
      --routine-processes "${PROCESSES:-2x60low}" ${EXTRA_ARGS:-} \
      --out "$out" --name "saturated_$run.json") > "$out/saturated_$run.log" 2>&1

@@ -244,7 +244,8 @@ def test_emergency_frame_overtakes_a_saturated_routine_lane(tmp_path):
     import cupyx
 
     from holoburn.app.config import load_config
-    from holoburn.app.graph import GraphPlan, buffer_slack, build_runtimes, lane_policies, lanes_in_use, lanes_summary, run_graph
+    from holoburn.app.graph import (GraphPlan, buffer_slack, build_runtimes, graph_lanes, lane_policies, lanes_in_use,
+                                    lanes_summary, run_graph)
     from holoburn.clinical.triage import Lane, LaneRouter
     from holoburn.engines.backend import open_backend
     from holoburn.processing.ledger import Ledger
@@ -265,7 +266,8 @@ def test_emergency_frame_overtakes_a_saturated_routine_lane(tmp_path):
     runtimes, priorities = build_runtimes(
         lanes_in_use(sources, router), policies, device="cuda", card=card, sources=sources,
         extra_slots=buffer_slack("lanes", "cuda"),
-        open_backend_for=lambda lane: open_backend(card, "torch", "fp16", device="cuda"), frame_sizes=((1080, 1920),))
+        open_backend_for=lambda lane: open_backend(card, "torch", "fp16", device="cuda"), frame_sizes=((1080, 1920),),
+        cuda_graph_lanes=graph_lanes(config))  # as a run does: the default's emergency graphs captured at start-up
     plan = GraphPlan(sources=sources, policies=policies, runtimes=runtimes, router=router, results=Ledger(),
                      device="cuda", mode="lanes", config=config, priorities=priorities)
     summary = lanes_summary(run_graph(plan))
