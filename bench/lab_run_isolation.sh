@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU lab, one call: `holoburn run` with the default isolation (auto) on three cameras (one
-# EMERGENCY, two routine; the bundled sample video), first without a CUDA MPS daemon (one process,
-# and a warning saying why), then with one (routine cameras in processes of their own). Then every
+# EMERGENCY, two routine; the bundled sample video), first with a CUDA MPS daemon (routine cameras
+# in processes of their own), then after it quit (one process, and a warning saying why). Then every
 # GPU test. Results under $OUT (no_mps/, mps/: summary.json and the console). Run from the repo
 # root on the lab machine after the recipe in ../shared/GPU-LAB.md.
 set -uo pipefail
@@ -27,9 +27,10 @@ for p in iso.get("processes", []):
 PY
   grep -iE "warning|isolation|mps" "$out/$1.console.txt" | head -5
 }
-run no_mps
-nvidia-cuda-mps-control -d && echo "MPS control daemon started"
+state() { python3 -c "from holoburn.processing.isolation import mps_state; print('  mps_state:', mps_state())"; }
+nvidia-cuda-mps-control -d && echo "MPS control daemon started"; state
 run mps
-echo quit | nvidia-cuda-mps-control
+echo quit | nvidia-cuda-mps-control; sleep 2; echo "MPS control daemon told to quit"; ls -la "${CUDA_MPS_PIPE_DIRECTORY:-/tmp/nvidia-mps}"; state
+run no_mps  # after a daemon quit: its socket file may be left behind
 [ "${GPU_TESTS:-1}" = 0 ] || (timeout "${TESTS_TIMEOUT:-150}" python3 -X faulthandler -m pytest -v -rxX -m gpu -p no:cacheprovider \
   > "$out/pytest_gpu.txt" 2>&1; grep -E "PASSED|FAILED|ERROR|SKIPPED|passed|failed|Fatal" "$out/pytest_gpu.txt" | head -30)

@@ -34,11 +34,25 @@ def mps_control(command: str, timeout: float = 5.0) -> str | None:
 
 
 def mps_state() -> dict:
-    """Whether CUDA processes started now become clients of an MPS server."""
+    """Whether CUDA processes started now become clients of an MPS server: a control daemon is
+    listening on its socket. One that has quit can leave the socket file behind; a connection to
+    it is then refused, and that is said."""
+    import errno
+    import socket
+
     control = mps_pipe_directory() / "control"
+    start = "start one with `nvidia-cuda-mps-control -d` as the GPU's owner"
     if not control.exists():
-        return {"active": False, "why": f"no MPS control daemon ({control} does not exist; start one with "
-                                        f"`nvidia-cuda-mps-control -d` as the GPU's owner)"}
+        return {"active": False, "why": f"no MPS control daemon ({control} does not exist; {start})"}
+    if control.is_socket():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(str(control))
+            except OSError as exc:  # another kind of refusal (e.g. the socket's type): taken as listening
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    return {"active": False, "why": f"no MPS control daemon ({control} is left from one that is no "
+                                                    f"longer running: {exc.strerror}; {start})"}
     return {"active": True, "pipe_directory": str(mps_pipe_directory())}
 
 

@@ -77,3 +77,20 @@ def test_the_lanes_benchmark_sets_holoburn_beside_its_peer(tmp_path):
     versus = report["versus_peer"]["lanes"]
     assert versus["peer_p99_over_holoburn_p99"] == round(peer["emergency_latency_ms"]["p99"] / lanes["emergency_latency_ms"]["p99"], 2)
     assert versus["holoburn_fps_over_peer_fps"] == round(lanes["routine_fps"] / peer["routine_fps"], 2)
+
+
+def test_mps_counts_as_running_only_while_its_daemon_listens(tmp_path, monkeypatch):
+    """A control daemon that has quit leaves its socket file: the lab's call found `auto` splitting a
+    run for an MPS that was gone."""
+    import socket
+
+    from holoburn.processing.isolation import mps_state
+
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert mps_state()["active"] is False and "does not exist" in mps_state()["why"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as daemon:
+        daemon.bind(str(tmp_path / "control"))  # the file is there, nobody listens
+        state = mps_state()
+        assert state["active"] is False and "no longer running" in state["why"]
+        daemon.listen(1)
+        assert mps_state() == {"active": True, "pipe_directory": str(tmp_path)}
