@@ -15,6 +15,8 @@ no_skin, the training photographs), never from the hold-out's families or photog
     python3 bench/int8_recipes.py --sensitivity       # rank the layers by INT8 sensitivity (training-like frames)
     python3 bench/int8_recipes.py --candidate sensitive-top-2 --independent 7000001   # + 120 independent scenes
     python3 bench/int8_recipes.py --stream-calibration --candidate mixed-256 --calibration-draws 3   # mixed-256@5000001..3
+    python3 bench/int8_recipes.py --candidate configured --source-onnx /tmp/qat/burn_unet_v2_qat.onnx --gate-source-fp32
+        # quantize another FP32 ONNX of the same network (bench/int8_qat.py); the reference stays the card's FP32
 
 Layer sensitivity (`--sensitivity`, standard mixed-precision practice): every layer quantize_int8
 quantizes is made INT8 alone (the rest float) and left alone in float (the rest INT8), and the
@@ -233,22 +235,31 @@ def worst_loss(report) -> dict:
             "largest_abs_dice_delta": {"points": round(100 * largest_dice[0], 4), "family": largest_dice[1], "class": largest_dice[2]}}
 
 
-def measure(card, holdouts: dict, frames, strategy, workdir: Path, threads: int, as_tensorrt: bool = True) -> dict:
-    """Quantize once, gate against FP32 on every held-out set of `holdouts` (name -> pairs or families)."""
-    from holoburn.engines.gate import run_gate
+def measure(card, holdouts: dict, frames, strategy, workdir: Path, threads: int, as_tensorrt: bool = True,
+            source: Path | None = None) -> dict:
+    """Quantize once, gate against FP32 on every held-out set of `holdouts` (name -> pairs or families).
+    source: the ONNX to quantize (--source-onnx; default the card's); the FP32 reference is always the card's."""
     from holoburn.engines.quantize import quantize_int8
 
     model = workdir / "int8.onnx"
     started = time.perf_counter()
-    provenance = quantize_int8(card.onnx_path, model, card, frames[: strategy.calibration_frames], strategy)
-    result = {"quantize_s": round(time.perf_counter() - started, 1), "conversion": provenance, "sets": {}}
+    provenance = quantize_int8(source or card.onnx_path, model, card, frames[: strategy.calibration_frames], strategy)
+    result = {"quantize_s": round(time.perf_counter() - started, 1), "conversion": provenance,
+              "sets": gate_sets(card, holdouts, int8_infer(model, threads, as_tensorrt), strategy, threads)}
+    return result
+
+
+def gate_sets(card, holdouts: dict, candidate, strategy, threads: int, label: str = "int8") -> dict:
+    """run_gate of `candidate` (ONNX path or infer function) against the card's FP32 on every set of `holdouts`."""
+    from holoburn.engines.gate import run_gate
+
+    found_sets = {}
     for name, holdout in holdouts.items():
         started = time.perf_counter()
-        report = run_gate(card, {"fp32": card.onnx_path, "int8": int8_infer(model, threads, as_tensorrt)}, holdout,
-                          strategy=strategy, threads=threads)
+        report = run_gate(card, {"fp32": card.onnx_path, label: candidate}, holdout, strategy=strategy, threads=threads)
         data = report.to_json()
         rows = {r["class"]: {"dice_delta": r["dice_delta"], "sensitivity_delta": r["sensitivity_delta"]} for r in data["rows"] if r["gated"]}
-        result["sets"][name] = {
+        found_sets[name] = {
             "accepted": report.passed,
             "worst_delta_points": round(report.summary()["worst_delta_points"], 4),
             "worst_incl_families": worst_loss(report),
@@ -257,7 +268,19 @@ def measure(card, holdouts: dict, frames, strategy, workdir: Path, threads: int,
             "burn_classes": rows,
             "gate_s": round(time.perf_counter() - started, 1),
         }
-    return result
+    return found_sets
+
+
+def source_provenance(source: Path) -> dict:
+    """How a --source-onnx was made, where bench/int8_qat.py left its summary beside it (<stem>.json)."""
+    summary = source.with_suffix(".json")
+    try:
+        made = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return {}
+    keep = ("command", "frames", "steps", "batch_size", "crop", "lr", "schedule", "loss", "fake_quant",
+            "batch_norm_statistics_unchanged", "train_seconds", "loss_first_25", "loss_last_25", "torch_threads")
+    return {"made_by": {k: made[k] for k in keep if k in made}}
 
 
 def latest_ranking(results: Path) -> list[str]:
@@ -287,6 +310,12 @@ def main(argv=None) -> int:
     parser.add_argument("--stream-calibration", action="store_true",
                         help="build the percentile histograms in two passes over the calibration frames instead of holding "
                              "every frame's activations (streamed_percentile_calibration; needed for mixed-256 on 23 GB)")
+    parser.add_argument("--source-onnx", type=Path, default=None, metavar="PATH",
+                        help="quantize this FP32 ONNX (e.g. a QAT fine-tune of the card's network, same node names) instead "
+                             "of the card's; the gate's FP32 reference stays the card's model")
+    parser.add_argument("--gate-source-fp32", action="store_true",
+                        help="with --source-onnx: also gate that ONNX itself, unquantized, against the card's FP32 on every set "
+                             "(how far the source moved FP32)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -300,6 +329,10 @@ def main(argv=None) -> int:
     from holoburn.engines.card import DEFAULT_CARD, load_card
     from holoburn.engines.quantize import load_strategy
 
+    if args.gate_source_fp32 and not args.source_onnx:
+        parser.error("--gate-source-fp32 needs --source-onnx")
+    if args.source_onnx and not args.source_onnx.is_file():
+        parser.error(f"--source-onnx {args.source_onnx}: no such file")
     names = args.candidate or list(CANDIDATES)
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
@@ -321,6 +354,14 @@ def main(argv=None) -> int:
                             if args.ort_weight_quantization else "in float, as on TensorRT and in engines.gate (ONNX Runtime's "
                                                                  "WeightBiasQuantization off)",
     }
+
+    if args.source_onnx:
+        from holoburn.engines.card import file_sha256
+
+        run["source_onnx"] = {"path": str(args.source_onnx), "sha256": file_sha256(args.source_onnx),
+                              "what": "quantized instead of the card's ONNX; FP32 reference: the card's "
+                                      f"{card.onnx_path.name} (sha256 {card.model_sha256()})",
+                              **source_provenance(args.source_onnx)}
 
     if args.stream_calibration:
         streamed_percentile_calibration()
@@ -369,6 +410,17 @@ def main(argv=None) -> int:
         else:
             draws = [spec]
         runs += [(name, overrides, float_layers, draw) for draw in draws]
+    if args.gate_source_fp32:
+        started = time.perf_counter()
+        sets = gate_sets(card, holdouts, args.source_onnx, configured, args.threads, label="source_fp32")
+        row = {"candidate": "source fp32 (not quantized)", "onnx": str(args.source_onnx), **sets.pop("holdout"),
+               **({"independent_sets": sets} if sets else {}), "seconds": round(time.perf_counter() - started, 1)}
+        rows.append(row)
+        for set_name, found in {"holdout": row, **sets}.items():
+            deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in found["burn_classes"].items())
+            worst = found["worst_incl_families"]
+            print(f"{'source fp32':38s} {'-':18s} {set_name:22s} {'ACCEPTED' if found['accepted'] else 'refused ':8s} "
+                  f"worst {worst['points']:+.2f} ({worst['family']} {worst['class']} {worst['metric']})  Dice: {deltas}", flush=True)
     for name, overrides, float_layers, spec in runs:
         ranked = isinstance(float_layers, int)
         strategy = (configured if name == "configured" or ranked else base).with_overrides(**overrides)
@@ -376,7 +428,8 @@ def main(argv=None) -> int:
         candidate_card = card if float_layers is None else dataclasses.replace(card, sensitive_layers=tuple(float_layers))
         frames = calibration_set(spec, gate_calibration, size)
         with tempfile.TemporaryDirectory(prefix="holoburn-int8-recipe-") as tmp:
-            result = measure(candidate_card, holdouts, frames, strategy, Path(tmp), args.threads, not args.ort_weight_quantization)
+            result = measure(candidate_card, holdouts, frames, strategy, Path(tmp), args.threads, not args.ort_weight_quantization,
+                             args.source_onnx)
         sets = result.pop("sets")
         row = {"candidate": name, "int8_recipe": strategy.int8_recipe(), "kept_in_float_layers": list(candidate_card.sensitive_layers),
                **({"kept_in_float_share": f"{len(float_layers)} of {len(ranking)} quantizable layers"} if ranked else {}),
