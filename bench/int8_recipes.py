@@ -1,7 +1,7 @@
 """Which INT8 recipe keeps every burn class of the shipped model within the accuracy gate (issue 12).
 
 Each candidate recipe is a set of overrides of the dermatology strategy (configs/quantization.yaml),
-optionally other layers kept in float (the card's sensitive_layers) and another calibration set.
+optionally other layers kept in float (the card's int8_float_layers, else its sensitive_layers) and another calibration set.
 Every candidate is made by holoburn's own `quantize_int8` and judged by the gate's own `run_gate`
 against FP32 on the gate's generated hold-out (`synthetic_sets`: contact + varied scenes of an
 unseen seed, one scene per frame, plus the held-out photographs as "no burn"), all through ONNX
@@ -23,7 +23,7 @@ quantizes is made INT8 alone (the rest float) and left alone in float (the rest 
 output's distance from FP32 is measured on training-like frames (varied, clinic, no_skin scenes of
 a calibration seed and the training photographs), never on a hold-out, so the choice is not tuned
 on the test. Candidates "sensitive-top-K" keep the K most sensitive layers of the latest ranking
-in the results file in float instead of the card's sensitive_layers (on TensorRT they run in
+in the results file in float instead of the card's INT8 float layers (on TensorRT they run in
 float: FP32 where TensorRT 10 pins them, else the float precision the build allows).
 
 Results (per class Dice and sensitivity deltas in points, verdict, seconds) are written to
@@ -183,7 +183,7 @@ def layer_sensitivity(card, calibration: list, scoring: list, strategy, workdir:
     (`alone_int8`: the rest float) and when it alone stays float (`alone_float`: the rest INT8):
     mean KL divergence of the class softmax, nats per pixel of the model input (`kl`), and the
     share of those pixels whose class changes (`class_changed_pct`). Ranked by alone_int8 KL, the
-    layer's own damage free of the other layers' errors. The card's sensitive_layers are ignored.
+    layer's own damage free of the other layers' errors. The card's float layers are ignored.
     Returns {"all_int8": distance, "layers": [{"layer", "op", "alone_int8", "alone_float"}, ...]}.
     """
     import numpy as np
@@ -202,7 +202,7 @@ def layer_sensitivity(card, calibration: list, scoring: list, strategy, workdir:
     model = workdir / "sensitivity.onnx"
 
     def distance(kept_in_float) -> dict:
-        quantize_int8(card.onnx_path, model, dataclasses.replace(card, sensitive_layers=tuple(kept_in_float)), calibration, strategy)
+        quantize_int8(card.onnx_path, model, dataclasses.replace(card, int8_float_layers=tuple(kept_in_float)), calibration, strategy)
         int8 = int8_infer(model, threads, as_tensorrt)
         kl, changed = [], []
         for batch, p in zip(batches, reference):
@@ -425,13 +425,13 @@ def main(argv=None) -> int:
         ranked = isinstance(float_layers, int)
         strategy = (configured if name == "configured" or ranked else base).with_overrides(**overrides)
         float_layers = ranking[:float_layers] if ranked else float_layers
-        candidate_card = card if float_layers is None else dataclasses.replace(card, sensitive_layers=tuple(float_layers))
+        candidate_card = card if float_layers is None else dataclasses.replace(card, int8_float_layers=tuple(float_layers))
         frames = calibration_set(spec, gate_calibration, size)
         with tempfile.TemporaryDirectory(prefix="holoburn-int8-recipe-") as tmp:
             result = measure(candidate_card, holdouts, frames, strategy, Path(tmp), args.threads, not args.ort_weight_quantization,
                              args.source_onnx)
         sets = result.pop("sets")
-        row = {"candidate": name, "int8_recipe": strategy.int8_recipe(), "kept_in_float_layers": list(candidate_card.sensitive_layers),
+        row = {"candidate": name, "int8_recipe": strategy.int8_recipe(), "kept_in_float_layers": list(candidate_card.float_layers("int8")),
                **({"kept_in_float_share": f"{len(float_layers)} of {len(ranking)} quantizable layers"} if ranked else {}),
                "calibration_set": spec, **sets.pop("holdout"), **result, **({"independent_sets": sets} if sets else {})}
         rows.append(row)

@@ -3,7 +3,8 @@
 `sensitive_layers` entries are ONNX node names or shell-style patterns (`/decoder/head*`) that
 every conversion (FP16, INT8, TensorRT 10 precision pinning) keeps in float32; `resolve_layers`
 turns them into node names, and an entry that matches no node is an error, so a renamed layer
-cannot silently lose its protection.
+cannot silently lose its protection. `int8_float_layers`, where a card names them, are what the
+INT8 model keeps in float instead (`ModelCard.float_layers(precision)`).
 
 Layering inside engines/: this module imports nothing of engines/; every other module may import it.
 """
@@ -40,6 +41,8 @@ class ModelCard:
     mean: tuple[float, float, float]  # per RGB channel, 0..255 units
     std: tuple[float, float, float]
     sensitive_layers: tuple[str, ...] = ()
+    # INT8 only: the layers its Q/DQ model keeps in float, instead of sensitive_layers (None: those)
+    int8_float_layers: tuple[str, ...] | None = None
     # the out-of-domain threshold (clinical.assessability), calibrated on held-in frames; None: none
     min_skin_confidence: float | None = None
     demonstration: bool = False  # trained on synthetic scenes: every overlay says so
@@ -48,6 +51,13 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def float_layers(self, precision: str) -> tuple[str, ...]:
+        """The layers a `precision` model keeps in float: int8_float_layers for int8 where the card
+        names them, else sensitive_layers."""
+        if precision == "int8" and self.int8_float_layers is not None:
+            return self.int8_float_layers
+        return self.sensitive_layers
 
     def model_sha256(self) -> str:
         return file_sha256(self.onnx_path)
@@ -97,6 +107,7 @@ def load_card(path: str | Path | None = None) -> ModelCard:
             mean=tuple(float(v) for v in norm["mean"]),
             std=tuple(float(v) for v in norm["std"]),
             sensitive_layers=tuple(raw.get("sensitive_layers") or ()),
+            int8_float_layers=None if raw.get("int8_float_layers") is None else tuple(raw["int8_float_layers"]),
             min_skin_confidence=_optional_float((raw.get("assessability") or {}).get("min_skin_confidence")),
             demonstration=bool(raw.get("demonstration", False)),
             raw=raw,

@@ -131,7 +131,7 @@ def converted_key(card: ModelCard, precision: str, strategy=None):
 
     strategy = strategy or load_strategy()
     recipe = {
-        "sensitive_layers": list(card.sensitive_layers),
+        "sensitive_layers": list(card.float_layers(precision)),  # the layers kept in float: a new list, a new model
         **(strategy.fp16_recipe() if precision == "fp16" else strategy.int8_recipe()),
     }
     return EngineKey(

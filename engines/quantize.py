@@ -229,7 +229,7 @@ def quantize_int8(fp32_model: str | Path, out_path: str | Path, card: ModelCard,
             return next(self._feeds, None)
 
     original = onnx.load(str(fp32_model))
-    keep = resolve_layers(original, card.sensitive_layers, card)
+    keep = resolve_layers(original, card.float_layers("int8"), card)
     if strategy.keep_first_conv_fp32 and first_conv(original):
         keep = sorted(set(keep) | {first_conv(original)})
     with tempfile.TemporaryDirectory(prefix="holoburn-quant-") as tmp:

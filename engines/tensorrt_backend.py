@@ -327,12 +327,13 @@ def onnx_for_engine(card: ModelCard, flavour: str, precision: str, cache=None, s
         return accepted, []
     import onnx
 
-    # TensorRT 10 with the FP16 flag may run any layer in FP16: pin the sensitive ones to FP32.
+    # TensorRT 10 with the FP16 flag may run any layer in FP16: pin the ones the gated model keeps
+    # in float (the card's sensitive layers; for int8 its int8_float_layers where it names them) to FP32.
     source = card.onnx_path if precision == "fp16" else accepted
     model = onnx.load(str(source), load_external_data=False)
     names = {n.name for n in model.graph.node}
     original = onnx.load(str(card.onnx_path), load_external_data=False)
-    pinned = [n for n in resolve_layers(original, card.sensitive_layers, card) if n in names]
+    pinned = [n for n in resolve_layers(original, card.float_layers(precision), card) if n in names]
     return source, pinned
 
 

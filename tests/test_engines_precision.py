@@ -81,6 +81,25 @@ def test_int8_is_tensorrt_style_qdq(tmp_path, pixel_card, engine_data):
     assert y.shape == (1, 6, 32, 48) and y.dtype == np.float32
 
 
+def test_int8_keeps_the_cards_int8_float_layers_instead_and_caches_apart(tmp_path, pixel_card, engine_data):
+    import dataclasses
+
+    from holoburn.engines.precision import converted_key
+
+    card = load_card(pixel_card)  # sensitive_layers: the head
+    assert card.float_layers("int8") == card.float_layers("fp16") == ("head",)
+    nothing_float = dataclasses.replace(card, int8_float_layers=())
+    assert nothing_float.float_layers("int8") == () and nothing_float.float_layers("fp16") == ("head",)
+    provenance = quantize_int8(card.onnx_path, tmp_path / "int8.onnx", nothing_float, engine_data["calib"][:8],
+                               load_strategy())
+    assert provenance["kept_in_float"] == []
+    head = next(n for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node if n.name == "head")
+    assert head.input[1] != "head_w"  # its weights quantized now
+    # a model built with other float layers is another model: never taken from the cache for this one
+    assert converted_key(nothing_float, "int8") != converted_key(card, "int8")
+    assert converted_key(nothing_float, "fp16") == converted_key(card, "fp16")
+
+
 def test_calibration_methods_differ(tmp_path, pixel_card, engine_data):
     card = load_card(pixel_card)
     scales = {}
