@@ -283,6 +283,15 @@ def source_provenance(source: Path) -> dict:
     return {"made_by": {k: made[k] for k in keep if k in made}}
 
 
+def print_verdicts(name: str, spec: str, sets: dict) -> None:
+    """One line per set measured: the verdict, the worst drop and the Dice deltas per burn class."""
+    for set_name, found in sets.items():
+        deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in found["burn_classes"].items())
+        worst = found["worst_incl_families"]
+        print(f"{name:38s} {spec:18s} {set_name:22s} {'ACCEPTED' if found['accepted'] else 'refused ':8s} "
+              f"worst {worst['points']:+.2f} ({worst['family']} {worst['class']} {worst['metric']})  Dice: {deltas}", flush=True)
+
+
 def latest_ranking(results: Path) -> list[str]:
     """Layer names of the latest --sensitivity ranking in the results file, most sensitive first."""
     runs = json.loads(results.read_text())["runs"] if results.is_file() else []
@@ -416,11 +425,7 @@ def main(argv=None) -> int:
         row = {"candidate": "source fp32 (not quantized)", "onnx": str(args.source_onnx), **sets.pop("holdout"),
                **({"independent_sets": sets} if sets else {}), "seconds": round(time.perf_counter() - started, 1)}
         rows.append(row)
-        for set_name, found in {"holdout": row, **sets}.items():
-            deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in found["burn_classes"].items())
-            worst = found["worst_incl_families"]
-            print(f"{'source fp32':38s} {'-':18s} {set_name:22s} {'ACCEPTED' if found['accepted'] else 'refused ':8s} "
-                  f"worst {worst['points']:+.2f} ({worst['family']} {worst['class']} {worst['metric']})  Dice: {deltas}", flush=True)
+        print_verdicts("source fp32", "-", {"holdout": row, **sets})
     for name, overrides, float_layers, spec in runs:
         ranked = isinstance(float_layers, int)
         strategy = (configured if name == "configured" or ranked else base).with_overrides(**overrides)
@@ -435,11 +440,7 @@ def main(argv=None) -> int:
                **({"kept_in_float_share": f"{len(float_layers)} of {len(ranking)} quantizable layers"} if ranked else {}),
                "calibration_set": spec, **sets.pop("holdout"), **result, **({"independent_sets": sets} if sets else {})}
         rows.append(row)
-        for set_name, found in {"holdout": row, **sets}.items():
-            deltas = ", ".join(f"{k} {v['dice_delta']:+.2f}" for k, v in found["burn_classes"].items())
-            worst = found["worst_incl_families"]
-            print(f"{name:38s} {spec:18s} {set_name:22s} {'ACCEPTED' if found['accepted'] else 'refused ':8s} "
-                  f"worst {worst['points']:+.2f} ({worst['family']} {worst['class']} {worst['metric']})  Dice: {deltas}", flush=True)
+        print_verdicts(name, spec, {"holdout": row, **sets})
 
     run.update({
         "holdout": {"frames": sum(families.values()), "synthetic_scenes": scenes, "families": families,
