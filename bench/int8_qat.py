@@ -345,16 +345,6 @@ def qat_step(qat: QATModel, optimizer, x, y, criterion, dice_weight: float = 0.5
 # ----------------------------------------------------------------------------- fine-tuning run
 
 
-def class_weights(labels, num_classes: int) -> np.ndarray:
-    """train.py's weighting: 1/sqrt(class frequency), mean 1, clipped to 0.3..3 (padding left out)."""
-    counts = np.zeros(num_classes, np.float64)
-    for start in range(0, len(labels), 256):
-        counts += np.bincount(labels[start : start + 256].ravel(), minlength=256)[:num_classes]
-    freq = counts / counts.sum()
-    weights = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
-    return np.clip(weights / weights.mean(), 0.3, 3.0)
-
-
 def run_qat(out_dir, *, frames: int = 3200, seed: int = 1, size=(640, 480), frames_per_scene: int = 8, steps: int = 600,
             batch_size: int = 8, crop: int | None = 128, lr: float = 5e-5, calibration_batches: int = 8, scale_jitter: float = 0.1,
             momentum: float = 0.99, distill: float = 0.0, threads: int = 2, time_limit_minutes: float | None = None, data: str | None = None,
@@ -364,7 +354,8 @@ def run_qat(out_dir, *, frames: int = 3200, seed: int = 1, size=(640, 480), fram
     data recipe: seed 1, its scene families and codecs), the first `frames` of it, or a saved .npz."""
     import torch
 
-    from holoburn.app.training.train import (IGNORE, _augment, _normalise, export_onnx, make_training_set)
+    from holoburn.app.training.train import (IGNORE, _augment, _normalise, class_weights, export_onnx,
+                                             make_training_set)
     from holoburn.engines.card import DEFAULT_CARD, load_card
     from holoburn.engines.quantize import load_strategy
     from holoburn.engines.unet import build_model
@@ -395,7 +386,7 @@ def run_qat(out_dir, *, frames: int = 3200, seed: int = 1, size=(640, 480), fram
         images, labels = make_training_set(frames, seed, size, frames_per_scene, card.input_size, workers=threads)
         say(f"training frames: {len(images)} (make_training_set seed {seed}, {frames_per_scene} per scene)")
     num_classes = card.num_classes
-    weights = class_weights(labels, num_classes)
+    _, weights = class_weights(labels, num_classes)
 
     try:
         widths, state_path = tuple(card.raw["architecture"]["widths"]), card.sibling(card.raw["torch_state_dict"])

@@ -365,6 +365,17 @@ def _augment(images, labels, generator):
     return x, y, valid
 
 
+def class_weights(labels, num_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's share of the labelled pixels (padding, IGNORE, left out), and the loss weights:
+    a mild re-weighting of rare depths, 1/sqrt of the share, mean 1, clipped to 0.3..3."""
+    counts = np.zeros(num_classes, np.float64)
+    for start in range(0, len(labels), 256):  # in slices: one bincount over all labels would need gigabytes
+        counts += np.bincount(labels[start : start + 256].ravel(), minlength=256)[:num_classes]
+    freq = counts / counts.sum()
+    weights = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
+    return freq, np.clip(weights / weights.mean(), 0.3, 3.0)
+
+
 def _normalise(x, valid):
     """0..255 RGB -> model input; the padding (not valid) is 0, as `prepare_input` leaves it."""
     import torch
@@ -457,14 +468,8 @@ def train(
 
     # --- data: drawn before CUDA work starts, in worker processes
     images, labels = make_training_set(frames, seed, size, frames_per_scene, input_size, workers, progress=say)
-    counts = np.zeros(NUM_CLASSES, np.float64)
-    for start in range(0, frames, 256):  # in slices: one bincount over all labels would need gigabytes
-        counts += np.bincount(labels[start : start + 256].ravel(), minlength=256)[:NUM_CLASSES]
-    freq = counts / counts.sum()
+    freq, weights = class_weights(labels)
     say("class share of training pixels: " + ", ".join(f"{n} {f:.3f}" for n, f in zip(CLASS_NAMES, freq)))
-    # mild re-weighting of rare depths (1/sqrt of frequency, mean 1, clipped)
-    weights = 1.0 / np.sqrt(np.maximum(freq, 1e-4))
-    weights = np.clip(weights / weights.mean(), 0.3, 3.0)
 
     held_out = {}
     for family, share in HELDOUT_FAMILIES.items():
