@@ -19,6 +19,7 @@ valid until the next infer() of that shape); a NumPy input returns NumPy.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -47,6 +48,18 @@ def module_names_for(onnx_nodes, modules) -> list[str]:
         else:
             log.debug("sensitive layer %s has no matching torch module; left in the model's precision", node)
     return found
+
+
+@contextlib.contextmanager
+def cudnn_timing(torch):
+    """cuDNN times its algorithms for each new shape while this is open (the runs before a
+    capture): the graph keeps the fastest. Restored after, so eager work elsewhere is unchanged."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def first_convolution(model):
@@ -141,24 +154,6 @@ class TorchBackend(Backend):
             raise ValueError("pass the lane's CUDA stream (CuPy/torch stream or handle), not the default stream")
         return torch.cuda.ExternalStream(handle, device=self._device)
 
-    def _cudnn_timing(self):
-        """cuDNN times its algorithms for each new shape while this is open (the runs before a
-        capture): the graph keeps the fastest. Restored after, so eager work elsewhere is unchanged."""
-        import contextlib
-
-        torch = self._torch
-
-        @contextlib.contextmanager
-        def timing():
-            saved = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = True
-            try:
-                yield
-            finally:
-                torch.backends.cudnn.benchmark = saved
-
-        return timing()
-
     def _forward(self, x):
         out = self.model(x if x.dtype == self._input_dtype else x.to(self._input_dtype))
         # NCHW float32 logits whatever the layout inside (channels_last gives NHWC strides back)
@@ -171,7 +166,7 @@ class TorchBackend(Backend):
             side = torch.cuda.Stream(self._device)
             side.wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with self._cudnn_timing():
+            with cudnn_timing(torch):
                 with torch.cuda.stream(side), torch.inference_mode():
                     for _ in range(3):  # warm-up: cuDNN times and picks its algorithms before the capture
                         self._forward(static_in)
@@ -195,8 +190,6 @@ class TorchBackend(Backend):
         `stream_ptr`. Returns replay(stream_ptr): one launch on that stream. The graph's own
         memory (the model's activations and output) stays reserved while the backend lives.
         Captured with capture_error_mode="thread_local": other lanes' threads go on launching."""
-        import contextlib
-
         import cupy
 
         torch = self._torch
@@ -216,7 +209,7 @@ class TorchBackend(Backend):
         allocator = cupy.cuda.using_allocator(malloc) if malloc else contextlib.nullcontext()
         graph = torch.cuda.CUDAGraph()
         side.wait_stream(lane)
-        with torch.inference_mode(), allocator, self._cudnn_timing():
+        with torch.inference_mode(), allocator, cudnn_timing(torch):
             with torch.cuda.stream(side), side_cupy:
                 work(forward)
             with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"), side_cupy:

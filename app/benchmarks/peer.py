@@ -50,7 +50,7 @@ import numpy as np
 
 from holoburn.clinical.depth import CLASS_COLOURS_RGB, TINTED
 from holoburn.clinical.metrics import percentiles
-from holoburn.engines.torch_backend import load_burn_unet
+from holoburn.engines.torch_backend import first_convolution, load_burn_unet
 from holoburn.processing.preprocess import letterbox_geometry, nearest_indices
 
 GIL_SWITCH_INTERVAL_S = 0.0005  # the value holoburn's GPU lanes run with (lanes bench: gil_switch_interval_ms 0.5)
@@ -80,9 +80,8 @@ class CameraChain:
         self.cuda = dev.type == "cuda"
         self.box = letterbox_geometry(height, width, card.input_size)
         size, classes = card.input_size, card.num_classes
-        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         self.frame = torch.zeros((height, width, 3), dtype=torch.uint8, device=dev)
-        self.model_input = torch.zeros((1, 3, size, size), dtype=first_conv.weight.dtype, device=dev)
+        self.model_input = torch.zeros((1, 3, size, size), dtype=first_convolution(model).weight.dtype, device=dev)
         if channels_last:
             self.model_input = self.model_input.contiguous(memory_format=torch.channels_last)
         self.mask = torch.zeros((height, width), dtype=torch.uint8, device=dev)
