@@ -3,8 +3,9 @@
 Under saturation the emergency lane waits on what it shares with routine lanes: the GPU's SMs and,
 in one process, Python's GIL and the scheduler's threads. Measured in the GPU lab (README,
 "Priority lanes"): with 8 routine cameras in two worker processes under CUDA MPS, below-normal
-MPS clients at 60 % of the SMs, the emergency p99 was 4.8-5.0 ms at 1,448 routine fps, against
-7.4-9.6 ms at 970-1,130 fps with every camera in one process. So a run whose cameras are of an urgent lane (EMERGENCY, URGENT) and of a
+MPS clients at 60 % of the SMs, the emergency p99 was 3.2-3.7 ms at 1,689-1,696 routine fps,
+against 8.2-9.4 ms at 1,116-1,180 fps with every camera in one process (three runs,
+bench/results/lanes_h200_saturated.json). So a run whose cameras are of an urgent lane (EMERGENCY, URGENT) and of a
 routine one (ROUTINE, BATCH_SCREENING) keeps the urgent cameras here and gives the routine
 cameras to `gpu.routine_processes` worker processes, each `holoburn run` with its cameras, their
 run-wide ids (`source.numbers`) and the options of this run, writing into `OUT/routine<k>/`:
